@@ -1,0 +1,26 @@
+# Every target sets up .venv first (make install), so two commands work on a new machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SEEDS := 0,1,2,3,4
+
+.PHONY: install test demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+test: install
+	WANDB_MODE=disabled $(PY) -m pytest -q
+
+# Conventional vs LeRaC on digits, 5 seeds each, then accuracy mean ± std per regime.
+demo: install
+	$(PY) -m lerac.train -m experiment=demo regime=conventional,lerac seed=$(SEEDS)
+	$(PY) -m lerac.report outputs/demo
+
+clean:
+	rm -rf outputs multirun wandb .pytest_cache

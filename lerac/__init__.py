@@ -1,0 +1,9 @@
+"""LeRaC (Learning Rate Curriculum): reproduction suite and a reusable LR scheduler.
+
+    from lerac import LeRaC, layer_param_groups
+"""
+
+from lerac.curriculum import LeRaC, initial_rates
+from lerac.layers import find_layers, layer_param_groups
+
+__all__ = ["LeRaC", "find_layers", "initial_rates", "layer_param_groups"]

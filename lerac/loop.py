@@ -1,0 +1,196 @@
+"""The training loop: one regime, one optimizer, reduce-on-plateau and early stopping.
+
+Per epoch: regime.on_epoch_start -> for each batch: regime.before_step, forward,
+backward, optimizer step -> validation. Once the regime's curriculum is over, the
+conventional schedule acts at each epoch's end: lr x0.1 when the validation loss
+plateaus, stop when validation accuracy has not improved for a while (paper 4.2). The
+epoch with the best validation accuracy is restored and its test accuracy reported;
+test data never influences a choice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from tqdm.auto import tqdm
+
+from lerac.curriculum import lr_range
+from lerac.data.base import Splits, TensorLoader, move
+from lerac.errors import ConfigError, LeRaCError
+from lerac.layers import Layer, call_model, find_layers
+from lerac.regimes import Conventional
+from lerac.store import RunStore
+from lerac.tracking import NoLogger
+
+
+class TrainingDiverged(LeRaCError):
+    """The loss stopped being a finite number."""
+
+
+@dataclass
+class TrainerSettings:
+    """``trainer.*`` in the config. Patience values are the suite's choice; the paper
+    names early stopping and reduce-on-plateau (factor 0.1) without patience."""
+
+    max_epochs: int
+    batch_size: int
+    device: str = "auto"
+    limit_train_batches: int | None = None
+    limit_eval_batches: int | None = None
+    early_stopping_patience: int = 20
+    plateau_patience: int = 5
+    plateau_factor: float = 0.1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch_size", "early_stopping_patience"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"trainer.{name} must be positive, got {getattr(self, name)}")
+        for name in ("limit_train_batches", "limit_eval_batches"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"trainer.{name} must be positive or null, got {value}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"trainer.device='{self.device}' is not an option: use auto, cpu or cuda")
+
+
+@dataclass
+class FitResult:
+    best_epoch: int  # 1-based, like the history
+    val_acc: float
+    test_acc: float
+    test_loss: float
+    epochs: int
+    train_seconds: float
+    layers: list[Layer]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: TensorLoader) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in percent."""
+    model.eval()
+    loss_sum = torch.zeros((), device=loader.targets.device)
+    correct = torch.zeros((), device=loader.targets.device)
+    for inputs, targets in loader:
+        logits = call_model(model, inputs)
+        loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
+        correct += (logits.argmax(dim=1) == targets).sum()
+    n = loader.num_examples
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+def fit(
+    model: nn.Module,
+    splits: Splits,
+    make_optimizer: Callable[[list[dict[str, Any]]], Optimizer],
+    settings: TrainerSettings,
+    regime: Conventional | None = None,
+    seed: int = 0,
+    store: RunStore | None = None,
+    logger: NoLogger | None = None,
+    desc: str = "train",
+) -> FitResult:
+    regime = regime or Conventional()
+    logger = logger or NoLogger()
+    device = resolve_device(settings.device)
+    model.to(device)
+
+    def loader(split: str, shuffle: bool, limit: int | None) -> TensorLoader:
+        inputs, targets = getattr(splits, split)
+        return TensorLoader(
+            move(inputs, device), targets.to(device), settings.batch_size, shuffle,
+            seed=seed, transform=splits.normalize, max_batches=limit,
+        )
+
+    train_loader = loader("train", True, settings.limit_train_batches)
+    val_loader = loader("val", False, settings.limit_eval_batches)
+    test_loader = loader("test", False, settings.limit_eval_batches)
+    if len(train_loader) == 0:
+        raise ConfigError(f"no training batch: {len(train_loader.targets)} examples, batch size {settings.batch_size}")
+
+    layers = find_layers(model, next(iter(val_loader))[0])
+    optimizer = make_optimizer(regime.param_groups(layers))
+    regime.start(optimizer, len(train_loader))
+    plateau = ReduceLROnPlateau(
+        optimizer, mode="min", factor=settings.plateau_factor, patience=settings.plateau_patience
+    )
+    if store:
+        store.write_layers(layers)
+
+    best_epoch, best_val_acc, best_state = 0, -math.inf, None
+    stale_epochs, step, train_seconds = 0, 0, 0.0
+    bar = tqdm(range(1, settings.max_epochs + 1), desc=desc, unit="epoch", disable=not settings.progress)
+    for epoch in bar:
+        started = time.perf_counter()
+        regime.on_epoch_start(epoch - 1, model)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for batch, (inputs, targets) in enumerate(train_loader):
+            regime.before_step(step)
+            # Every step while the rates move (and the one where they arrive), then per epoch.
+            if store and (batch == 0 or regime.in_curriculum(step) or regime.in_curriculum(step - 1)):
+                store.log_lrs(step, optimizer)
+            logits = call_model(model, inputs)
+            loss = nn.functional.cross_entropy(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.detach() * len(targets)
+            correct += (logits.argmax(dim=1) == targets).sum()
+        train_loss = loss_sum.item() / train_loader.num_examples
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(
+                f"the training loss became {train_loss} in epoch {epoch}; lower optimizer.lr "
+                "(or regime.lr_first)"
+            )
+        val_loss, val_acc = evaluate(model, val_loader)
+        lr_min, lr_max = lr_range(optimizer)
+        seconds = time.perf_counter() - started
+        train_seconds += seconds
+        row = {
+            "epoch": epoch,
+            "train_loss": round(train_loss, 6),
+            "train_acc": round(100.0 * correct.item() / train_loader.num_examples, 4),
+            "val_loss": round(val_loss, 6),
+            "val_acc": round(val_acc, 4),
+            "lr_min": f"{lr_min:.6e}",
+            "lr_max": f"{lr_max:.6e}",
+            "seconds": round(seconds, 3),
+        }
+        if store:
+            store.log_epoch(row)
+        logger.log({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
+        bar.set_postfix(val_acc=f"{val_acc:.2f}", lr=f"{lr_min:.0e}..{lr_max:.0e}")
+
+        improved = val_acc > best_val_acc
+        if improved:
+            best_epoch, best_val_acc = epoch, val_acc
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if not regime.in_curriculum(step):
+            plateau.step(val_loss)
+            stale_epochs = 0 if improved else stale_epochs + 1
+            if stale_epochs >= settings.early_stopping_patience:
+                break
+    bar.close()
+
+    model.load_state_dict(best_state)
+    test_loss, test_acc = evaluate(model, test_loader)
+    return FitResult(best_epoch, best_val_acc, test_acc, test_loss, epoch, train_seconds, layers)

@@ -1,0 +1,103 @@
+"""The result store: one directory per run, named by its key, holding plain files.
+
+  metrics.json     status, test/val accuracy (%), best epoch, timing, the run's key
+  history.csv      one row per epoch
+  lr_schedule.csv  step,layer,lr: every step through the curriculum, then one per epoch
+  layers.csv       layer,name,params: the layers in the order the curriculum uses
+
+A report finds runs by walking a directory for metrics.json; no database.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from torch.optim import Optimizer
+
+from lerac.layers import Layer
+
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+LR_SCHEDULE = "lr_schedule.csv"
+LAYERS = "layers.csv"
+HISTORY_FIELDS = [
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr_min", "lr_max", "seconds",
+]
+
+
+def run_key(dataset: str, model: str, regime: str, seed: int, tag: str = "") -> str:
+    """``dataset_model_regime[_tag]_seedN``: the run's directory name."""
+    parts = [dataset, model, regime] + ([tag] if tag else []) + [f"seed{seed}"]
+    return "_".join(str(p) for p in parts)
+
+
+def read_metrics(path: str | Path) -> dict[str, Any] | None:
+    file = Path(path) / METRICS
+    if not file.is_file():
+        return None
+    return json.loads(file.read_text())
+
+
+def find_runs(root: str | Path) -> list[dict[str, Any]]:
+    """Every run's metrics under ``root``, each with its ``run_dir``."""
+    runs = []
+    for file in sorted(Path(root).rglob(METRICS)):
+        metrics = json.loads(file.read_text())
+        metrics["run_dir"] = str(file.parent)
+        runs.append(metrics)
+    return runs
+
+
+class RunStore:
+    """Writes one run's files as training goes, so a crash keeps every finished epoch."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._files: list[Any] = []
+        self._layer_index: dict[str, int] = {}
+
+    def _open(self, name: str):
+        f = open(self.dir / name, "w", newline="")
+        self._files.append(f)
+        return f
+
+    def write_layers(self, layers: Iterable[Layer]) -> None:
+        with open(self.dir / LAYERS, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["layer", "name", "params"])
+            for i, layer in enumerate(layers):
+                writer.writerow([i, layer.name, layer.numel])
+                self._layer_index[layer.name] = i
+        self._lr = csv.writer(self._open(LR_SCHEDULE))
+        self._lr.writerow(["step", "layer", "lr"])
+        self._history_file = self._open(HISTORY)
+        self._history = csv.DictWriter(self._history_file, HISTORY_FIELDS)
+        self._history.writeheader()
+
+    def log_lrs(self, step: int, optimizer: Optimizer) -> None:
+        """One row per layer with the lr its param group has now."""
+        for g, group in enumerate(optimizer.param_groups):
+            for name in group.get("layers", [g]):
+                self._lr.writerow([step, self._layer_index.get(name, name), f"{group['lr']:.6e}"])
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        self._history.writerow(row)
+        for f in self._files:
+            f.flush()
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        # Write then rename, so a reader never sees half a file.
+        tmp = self.dir / (METRICS + ".tmp")
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.dir / METRICS)
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files.clear()
