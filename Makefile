@@ -17,10 +17,12 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	WANDB_MODE=disabled $(PY) -m pytest -q
 
-# Conventional vs LeRaC on digits, 5 seeds each, then accuracy mean ± std per regime.
+# Conventional vs LeRaC on digits, 5 seeds each, then accuracy mean ± std per regime
+# and a plot of validation accuracy per epoch (outputs/demo/val_accuracy.png).
 demo: install
 	$(PY) -m lerac.train -m experiment=demo regime=conventional,lerac seed=$(SEEDS)
-	$(PY) -m lerac.report outputs/demo
+	$(PY) -m lerac.report outputs/demo --csv outputs/demo/summary.csv
+	$(PY) -m lerac.plots outputs/demo
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache

@@ -60,6 +60,9 @@ def test_sweep_over_regimes_and_seeds_then_report(tmp_path):
     assert "conventional" in lines[2] and "lerac" in lines[3] and " 2 " in lines[3] and "±" in lines[3]
     assert (tmp_path / "summary.csv").read_text().count("\n") == 3
 
+    plot = run("-m", "lerac.plots", str(out), cwd=tmp_path)
+    assert plot.returncode == 0 and (out / "val_accuracy.png").stat().st_size > 0
+
     # Started again, the sweep skips what is done.
     again = run(
         "-m", "lerac.train", "-m", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=2",

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from lerac import plots
 from lerac.curriculum import initial_rates
 from lerac.data.digits import load_digits
 from lerac.loop import TrainerSettings, fit
@@ -70,6 +71,21 @@ def test_the_lr_schedule_file_follows_eq8(lerac_run):
     expected = [s * (0.1 / s) ** ((k // 2) / k) for s in start]
     assert middle == pytest.approx(expected, rel=1e-5)
     assert set(by_step[k].values()) == {0.1}
+
+
+def test_plots_of_a_run_are_png_files(lerac_run):
+    run_dir, _ = lerac_run
+    assert plots.main([str(run_dir)]) == 0
+    for name in ("lr_schedule.png", "history.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wandb_logs_offline_into_the_run_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # make test disables W&B; this test needs it
+    overrides = TINY + ["logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    train(compose_config(overrides), tmp_path / "run")
+    offline = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
 
 
 def test_same_seed_same_run(tmp_path):

@@ -1,0 +1,119 @@
+"""Pictures of runs: the per-layer lr curriculum, training curves, regimes side by side.
+
+    python -m lerac.plots outputs/demo/digits_resnet18_lerac_seed0   # one run
+    python -m lerac.plots outputs/demo                               # a sweep
+
+A run gets lr_schedule.png (every layer's rate over the steps, coloured from input to
+output) and history.png; a sweep gets val_accuracy.png (mean ± std over seeds, per regime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lerac.store import HISTORY, LR_SCHEDULE, METRICS, find_runs  # noqa: E402
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_lr_schedule(run_dir: Path) -> Path:
+    curves: dict[int, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    for row in _rows(run_dir / LR_SCHEDULE):
+        steps, lrs = curves[int(row["layer"])]
+        steps.append(int(row["step"]))
+        lrs.append(float(row["lr"]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    n = max(curves) + 1
+    colors = plt.get_cmap("viridis")
+    for layer, (steps, lrs) in sorted(curves.items()):
+        ax.plot(steps, lrs, color=colors(layer / max(n - 1, 1)), linewidth=0.9)
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="learning rate",
+           title=f"{run_dir.name}: {n} layers (dark = input, light = output)")
+    ax.grid(alpha=0.3)
+    out = run_dir / "lr_schedule.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_history(run_dir: Path) -> Path:
+    rows = _rows(run_dir / HISTORY)
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "val"):
+        loss_ax.plot(epochs, [float(r[f"{split}_loss"]) for r in rows], label=split)
+        acc_ax.plot(epochs, [float(r[f"{split}_acc"]) for r in rows], label=split)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(run_dir.name)
+    out = run_dir / "history.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_sweep(root: Path) -> Path:
+    """Validation accuracy per epoch, mean ± std over seeds, one line per regime."""
+    curves: dict[str, list[list[float]]] = defaultdict(list)
+    for run in find_runs(root):
+        history = Path(run["run_dir"]) / HISTORY
+        if history.is_file():
+            label = f"{run['dataset']} {run['model']} {run['regime']}" + (f" [{run['tag']}]" if run.get("tag") else "")
+            curves[label].append([float(r["val_acc"]) for r in _rows(history)])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, runs in sorted(curves.items()):
+        # Early stopping ends seeds at different epochs: average what each epoch has.
+        length = max(len(r) for r in runs)
+        per_epoch = [[r[e] for r in runs if e < len(r)] for e in range(length)]
+        mean = [statistics.fmean(v) for v in per_epoch]
+        std = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_epoch]
+        epochs = range(1, length + 1)
+        ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
+        ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=str(root))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    out = root / "val_accuracy.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", type=Path, help="a run directory or a folder of runs")
+    path = parser.parse_args(argv).path
+    if (path / METRICS).is_file():
+        outputs = [plot_lr_schedule(path), plot_history(path)]
+    elif path.is_dir() and find_runs(path):
+        outputs = [plot_sweep(path)]
+    else:
+        print(f"error: no run under {path}; give a run directory or the output folder of a sweep", file=sys.stderr)
+        return 2
+    for out in outputs:
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
