@@ -1,0 +1,154 @@
+"""What every data family shares: train/val/test tensors and a loader that batches them
+where they live (CPU or GPU memory) with index slices of a seeded permutation.
+
+Images stay in their stored dtype (uint8 for CIFAR) and are normalized per batch, so a
+whole data set fits on the device and no worker processes are needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Inputs = Any  # a tensor, or a dict of tensors with the same first dimension
+
+
+def take(inputs: Inputs, index: Tensor) -> Inputs:
+    if isinstance(inputs, dict):
+        return {k: v[index] for k, v in inputs.items()}
+    return inputs[index]
+
+
+def move(inputs: Inputs, device: torch.device | str) -> Inputs:
+    if isinstance(inputs, dict):
+        return {k: v.to(device) for k, v in inputs.items()}
+    return inputs.to(device)
+
+
+def count(inputs: Inputs) -> int:
+    return len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
+
+
+@dataclass
+class Splits:
+    """A data set ready to train on.
+
+    ``input_spec`` is what the model needs to know about the inputs (for images:
+    ``in_channels`` and ``image_size``); it is passed to the model's constructor.
+    ``mean``/``std`` (shape (1, C, 1, 1)) normalize image batches; None leaves inputs as
+    they are.
+    """
+
+    train: tuple[Inputs, Tensor]
+    val: tuple[Inputs, Tensor]
+    test: tuple[Inputs, Tensor]
+    num_classes: int
+    input_spec: dict[str, Any] = field(default_factory=dict)
+    mean: Tensor | None = None
+    std: Tensor | None = None
+
+    def normalize(self, x: Inputs) -> Inputs:
+        if self.mean is None:
+            return x
+        return (x.float() - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: count(getattr(self, name)[0]) for name in ("train", "val", "test")}
+
+
+def hold_out(
+    inputs: Inputs, targets: Tensor, fraction: float, seed: int
+) -> tuple[tuple[Inputs, Tensor], tuple[Inputs, Tensor]]:
+    """Split off ``fraction`` of the examples, chosen by a permutation seeded with ``seed``."""
+    n = len(targets)
+    n_out = int(round(n * fraction))
+    if not 0 < n_out < n:
+        raise ValueError(f"cannot hold out {fraction:.0%} of {n} examples")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    keep, out = order[n_out:], order[:n_out]
+    return (take(inputs, keep), targets[keep]), (take(inputs, out), targets[out])
+
+
+def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of (N, C, H, W) images, shaped (1, C, 1, 1)."""
+    x = images.float()
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return mean, std
+
+
+def image_splits(
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    val_fraction: float,
+    split_seed: int,
+) -> Splits:
+    """Hold ``val_fraction`` of train out for validation; normalize with train statistics."""
+    train, val = hold_out(train_images, train_labels, val_fraction, split_seed)
+    mean, std = channel_stats(train[0])
+    return Splits(
+        train=train,
+        val=val,
+        test=(test_images, test_labels),
+        num_classes=num_classes,
+        input_spec={"in_channels": train_images.shape[1], "image_size": train_images.shape[-1]},
+        mean=mean,
+        std=std,
+    )
+
+
+class TensorLoader:
+    """Batches of (normalized inputs, targets) from tensors already on the target device.
+
+    Shuffling draws a new permutation each epoch from a generator seeded once, so runs
+    with the same seed see the same batches. A training batch of a single example is
+    dropped (batch norm cannot train on it); evaluation keeps every example.
+    ``max_batches`` caps the batches per epoch (smoke tests of a whole grid).
+    """
+
+    def __init__(
+        self,
+        inputs: Inputs,
+        targets: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        transform=None,
+        max_batches: int | None = None,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch size must be positive, got {batch_size}")
+        self.inputs, self.targets = inputs, targets
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+        self.transform = transform or (lambda x: x)
+        n = len(targets)
+        full, rest = divmod(n, batch_size)
+        batches = full + (1 if rest > (1 if shuffle else 0) else 0)
+        self.num_batches = min(batches, max_batches) if max_batches else batches
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    @property
+    def num_examples(self) -> int:
+        return min(len(self.targets), self.num_batches * self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Inputs, Tensor]]:
+        n = len(self.targets)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.targets.device)
+        else:
+            order = torch.arange(n, device=self.targets.device)
+        for b in range(self.num_batches):
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield self.transform(take(self.inputs, index)), self.targets[index]
+
