@@ -26,7 +26,7 @@ from lerac.curriculum import lr_range
 from lerac.data.base import Splits, TensorLoader, move
 from lerac.errors import ConfigError, LeRaCError
 from lerac.layers import Layer, call_model, find_layers
-from lerac.regimes import Conventional
+from lerac.regimes import Conventional, Regime
 from lerac.store import RunStore
 from lerac.tracking import NoLogger
 
@@ -100,7 +100,7 @@ def fit(
     splits: Splits,
     make_optimizer: Callable[[list[dict[str, Any]]], Optimizer],
     settings: TrainerSettings,
-    regime: Conventional | None = None,
+    regime: Regime | None = None,
     seed: int = 0,
     store: RunStore | None = None,
     logger: NoLogger | None = None,
@@ -142,7 +142,9 @@ def fit(
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        for batch, (inputs, targets) in enumerate(train_loader):
+        batches = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False,
+                       disable=not settings.progress)
+        for batch, (inputs, targets) in enumerate(batches):
             regime.before_step(step)
             # Every step while the rates move (and the one where they arrive), then per epoch.
             if store and (batch == 0 or regime.in_curriculum(step) or regime.in_curriculum(step - 1)):

@@ -30,6 +30,18 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _save(fig, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _finish(ax, **labels) -> None:
+    ax.set(**labels)
+    ax.grid(alpha=0.3)
+
+
 def plot_lr_schedule(run_dir: Path) -> Path:
     curves: dict[int, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
     for row in _rows(run_dir / LR_SCHEDULE):
@@ -41,14 +53,9 @@ def plot_lr_schedule(run_dir: Path) -> Path:
     colors = plt.get_cmap("viridis")
     for layer, (steps, lrs) in sorted(curves.items()):
         ax.plot(steps, lrs, color=colors(layer / max(n - 1, 1)), linewidth=0.9)
-    ax.set(yscale="log", xlabel="optimizer step", ylabel="learning rate",
-           title=f"{run_dir.name}: {n} layers (dark = input, light = output)")
-    ax.grid(alpha=0.3)
-    out = run_dir / "lr_schedule.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    _finish(ax, yscale="log", xlabel="optimizer step", ylabel="learning rate",
+            title=f"{run_dir.name}: {n} layers (dark = input, light = output)")
+    return _save(fig, run_dir / "lr_schedule.png")
 
 
 def plot_history(run_dir: Path) -> Path:
@@ -58,17 +65,12 @@ def plot_history(run_dir: Path) -> Path:
     for split in ("train", "val"):
         loss_ax.plot(epochs, [float(r[f"{split}_loss"]) for r in rows], label=split)
         acc_ax.plot(epochs, [float(r[f"{split}_acc"]) for r in rows], label=split)
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (loss_ax, acc_ax):
-        ax.legend()
-        ax.grid(alpha=0.3)
+    _finish(loss_ax, xlabel="epoch", ylabel="cross-entropy", title="loss")
+    _finish(acc_ax, xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    loss_ax.legend()
+    acc_ax.legend()
     fig.suptitle(run_dir.name)
-    out = run_dir / "history.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, run_dir / "history.png")
 
 
 def plot_sweep(root: Path) -> Path:
@@ -89,14 +91,9 @@ def plot_sweep(root: Path) -> Path:
         epochs = range(1, length + 1)
         ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
         ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=str(root))
+    _finish(ax, xlabel="epoch", ylabel="validation accuracy (%)", title=str(root))
     ax.legend()
-    ax.grid(alpha=0.3)
-    out = root / "val_accuracy.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, root / "val_accuracy.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

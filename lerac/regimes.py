@@ -22,8 +22,9 @@ from lerac.errors import ConfigError
 from lerac.layers import Layer
 
 
-class Conventional:
-    """Plain training: one param group at the base rate (paper's baseline)."""
+class Regime:
+    """The hooks the loop calls, with plain training as the default behaviour: one param
+    group at the base rate and no curriculum."""
 
     def param_groups(self, layers: list[Layer]) -> list[dict[str, Any]]:
         return [
@@ -52,7 +53,12 @@ class Conventional:
         pass
 
 
-class LearningRateCurriculum(Conventional):
+class Conventional(Regime):
+    """The paper's baseline: plain training; reduce-on-plateau and early stopping act
+    from the first epoch (they belong to the loop)."""
+
+
+class LearningRateCurriculum(Regime):
     """LeRaC: one param group per layer, rates set by :class:`lerac.curriculum.LeRaC`.
 
     Args:

@@ -37,9 +37,11 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "runs": len(done),
                 "failed": len(members) - len(done),
                 "seeds": ",".join(str(r["seed"]) for r in sorted(done, key=lambda r: r["seed"])),
-                "test_acc_mean": statistics.fmean(accs) if accs else float("nan"),
-                "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                "val_acc_mean": statistics.fmean(float(r["val_acc"]) for r in done) if done else float("nan"),
+                "test_acc_mean": round(statistics.fmean(accs), 4) if accs else float("nan"),
+                "test_acc_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
+                "val_acc_mean": round(statistics.fmean(float(r["val_acc"]) for r in done), 4)
+                if done
+                else float("nan"),
             }
         )
     return rows

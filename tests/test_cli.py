@@ -21,6 +21,7 @@ def run(*args, cwd):
     [
         (["regime.lr_first=1e-8", "regime.lr_last=1e-1"], ["regime.lr_last", "swap"]),
         (["regime.k=0"], ["regime.k", "positive"]),
+        (["regime.lr_first=1.0"], ["above the base lr", "regime.lr_first"]),
         (["regime.update=cosine"], ["regime.update='cosine'", "exponential, linear, step"]),
         (["dataset=cifar10", "paths.data_dir=nowhere"], ["cifar10 not found", "nowhere", "cifar-10-python.tar.gz"]),
         (["model=resnet50"], ["model/resnet50", "Available options"]),
