@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SEEDS := 0,1,2,3,4
 
-.PHONY: install test demo clean
+.PHONY: install test lint demo clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	WANDB_MODE=disabled $(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check lerac tests scripts
+	$(VENV)/bin/ruff format --check lerac tests scripts
 
 # Conventional vs LeRaC on digits, 5 seeds each, then accuracy mean ± std per regime
 # and a plot of validation accuracy per epoch (outputs/demo/val_accuracy.png).

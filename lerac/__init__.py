@@ -1,6 +1,6 @@
 """LeRaC (Learning Rate Curriculum): reproduction suite and a reusable LR scheduler.
 
-    from lerac import LeRaC, layer_param_groups
+from lerac import LeRaC, layer_param_groups
 """
 
 from lerac.curriculum import LeRaC, initial_rates

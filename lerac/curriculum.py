@@ -21,7 +21,6 @@ plain ``LRScheduler`` restore a schedule anywhere in the middle.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -58,8 +57,16 @@ def released_code_rates(
     return rates[::-1] if anti else rates
 
 
-def check_rates(lr_first: float, lr_last: float) -> None:
-    """Refuse rate ranges the curriculum cannot run, with the fix in the message."""
+def check_settings(
+    lr_first: float, lr_last: float, update: str = "exponential", c: float = 10.0
+) -> None:
+    """Refuse settings the curriculum cannot run, with the fix in the message."""
+    if update not in UPDATES:
+        raise ConfigError(
+            f"regime.update='{update}' is not an option: choose one of {', '.join(UPDATES)}"
+        )
+    if c <= 1:
+        raise ConfigError(f"regime.c must be above 1 (got {c}); the paper uses 10")
     if not (lr_first > 0 and lr_last > 0):
         raise ConfigError(
             f"LeRaC rates must be positive (got lr_first={lr_first}, lr_last={lr_last}); "
@@ -100,13 +107,7 @@ class LeRaC(LRScheduler):
         step_every: int | None = None,
         last_epoch: int = -1,
     ) -> None:
-        if update not in UPDATES:
-            raise ConfigError(
-                f"unknown LeRaC update '{update}': choose one of {', '.join(UPDATES)}"
-            )
-        check_rates(lr_first, lr_last)
-        if c <= 1:
-            raise ConfigError(f"regime.c must be above 1 (got {c}); the paper uses 10")
+        check_settings(lr_first, lr_last, update, c)
         n = len(optimizer.param_groups)
         targets = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
         if update == "step":
@@ -171,9 +172,3 @@ def _rises_below_cap(rate: float, cap: float) -> int:
     while rate * 10.0 ** (rises + 1) <= cap * (1 + _CAP_TOLERANCE):
         rises += 1
     return rises
-
-
-def lr_range(optimizer: Optimizer) -> tuple[float, float]:
-    """Lowest and highest lr over the param groups (for logs)."""
-    lrs: Sequence[float] = [float(g["lr"]) for g in optimizer.param_groups]
-    return min(lrs), max(lrs)

@@ -22,7 +22,6 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
-from lerac.curriculum import lr_range
 from lerac.data.base import Splits, TensorLoader, move
 from lerac.errors import ConfigError, LeRaCError
 from lerac.layers import Layer, call_model, find_layers
@@ -59,7 +58,9 @@ class TrainerSettings:
             if value is not None and value <= 0:
                 raise ConfigError(f"trainer.{name} must be positive or null, got {value}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"trainer.device='{self.device}' is not an option: use auto, cpu or cuda")
+            raise ConfigError(
+                f"trainer.device='{self.device}' is not an option: use auto, cpu or cuda"
+            )
 
 
 @dataclass
@@ -73,11 +74,18 @@ class FitResult:
     layers: list[Layer]
 
 
+def lr_range(optimizer: Optimizer) -> tuple[float, float]:
+    lrs = [float(group["lr"]) for group in optimizer.param_groups]
+    return min(lrs), max(lrs)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu")
+        raise ConfigError(
+            "trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu"
+        )
     return torch.device(name)
 
 
@@ -114,15 +122,23 @@ def fit(
     def loader(split: str, shuffle: bool, limit: int | None) -> TensorLoader:
         inputs, targets = getattr(splits, split)
         return TensorLoader(
-            move(inputs, device), targets.to(device), settings.batch_size, shuffle,
-            seed=seed, transform=splits.normalize, max_batches=limit,
+            move(inputs, device),
+            targets.to(device),
+            settings.batch_size,
+            shuffle,
+            seed=seed,
+            transform=splits.normalize,
+            max_batches=limit,
         )
 
     train_loader = loader("train", True, settings.limit_train_batches)
     val_loader = loader("val", False, settings.limit_eval_batches)
     test_loader = loader("test", False, settings.limit_eval_batches)
     if len(train_loader) == 0:
-        raise ConfigError(f"no training batch: {len(train_loader.targets)} examples, batch size {settings.batch_size}")
+        raise ConfigError(
+            f"no training batch: {len(train_loader.targets)} training examples at "
+            f"trainer.batch_size={settings.batch_size}"
+        )
 
     layers = find_layers(model, next(iter(val_loader))[0])
     optimizer = make_optimizer(regime.param_groups(layers))
@@ -135,19 +151,28 @@ def fit(
 
     best_epoch, best_val_acc, best_state = 0, -math.inf, None
     stale_epochs, step, train_seconds = 0, 0, 0.0
-    bar = tqdm(range(1, settings.max_epochs + 1), desc=desc, unit="epoch", disable=not settings.progress)
+    bar = tqdm(
+        range(1, settings.max_epochs + 1), desc=desc, unit="epoch", disable=not settings.progress
+    )
     for epoch in bar:
         started = time.perf_counter()
         regime.on_epoch_start(epoch - 1, model)
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        batches = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False,
-                       disable=not settings.progress)
+        batches = tqdm(
+            train_loader,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            leave=False,
+            disable=not settings.progress,
+        )
         for batch, (inputs, targets) in enumerate(batches):
             regime.before_step(step)
             # Every step while the rates move (and the one where they arrive), then per epoch.
-            if store and (batch == 0 or regime.in_curriculum(step) or regime.in_curriculum(step - 1)):
+            if store and (
+                batch == 0 or regime.in_curriculum(step) or regime.in_curriculum(step - 1)
+            ):
                 store.log_lrs(step, optimizer)
             logits = call_model(model, inputs)
             loss = nn.functional.cross_entropy(logits, targets)

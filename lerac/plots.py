@@ -53,8 +53,13 @@ def plot_lr_schedule(run_dir: Path) -> Path:
     colors = plt.get_cmap("viridis")
     for layer, (steps, lrs) in sorted(curves.items()):
         ax.plot(steps, lrs, color=colors(layer / max(n - 1, 1)), linewidth=0.9)
-    _finish(ax, yscale="log", xlabel="optimizer step", ylabel="learning rate",
-            title=f"{run_dir.name}: {n} layers (dark = input, light = output)")
+    _finish(
+        ax,
+        yscale="log",
+        xlabel="optimizer step",
+        ylabel="learning rate",
+        title=f"{run_dir.name}: {n} layers (dark = input, light = output)",
+    )
     return _save(fig, run_dir / "lr_schedule.png")
 
 
@@ -79,7 +84,9 @@ def plot_sweep(root: Path) -> Path:
     for run in find_runs(root):
         history = Path(run["run_dir"]) / HISTORY
         if history.is_file():
-            label = f"{run['dataset']} {run['model']} {run['regime']}" + (f" [{run['tag']}]" if run.get("tag") else "")
+            label = f"{run['dataset']} {run['model']} {run['regime']}" + (
+                f" [{run['tag']}]" if run.get("tag") else ""
+            )
             curves[label].append([float(r["val_acc"]) for r in _rows(history)])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, runs in sorted(curves.items()):
@@ -90,7 +97,12 @@ def plot_sweep(root: Path) -> Path:
         std = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_epoch]
         epochs = range(1, length + 1)
         ax.plot(epochs, mean, label=f"{label} (n={len(runs)})")
-        ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
+        ax.fill_between(
+            epochs,
+            [m - s for m, s in zip(mean, std)],
+            [m + s for m, s in zip(mean, std)],
+            alpha=0.2,
+        )
     _finish(ax, xlabel="epoch", ylabel="validation accuracy (%)", title=str(root))
     ax.legend()
     return _save(fig, root / "val_accuracy.png")
@@ -105,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif path.is_dir() and find_runs(path):
         outputs = [plot_sweep(path)]
     else:
-        print(f"error: no run under {path}; give a run directory or the output folder of a sweep", file=sys.stderr)
+        print(
+            f"error: no run under {path}; give a run directory or the output folder of a sweep",
+            file=sys.stderr,
+        )
         return 2
     for out in outputs:
         print(out)

@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 from torch.optim import Optimizer
 
-from lerac.curriculum import UPDATES, LeRaC, check_rates
+from lerac.curriculum import LeRaC, check_settings
 from lerac.errors import ConfigError
 from lerac.layers import Layer
 
@@ -45,12 +45,6 @@ class Regime:
 
     def in_curriculum(self, step: int) -> bool:
         return False
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 class Conventional(Regime):
@@ -82,15 +76,11 @@ class LearningRateCurriculum(Regime):
         anti: bool = False,
         updates_per_epoch: int = 1,
     ) -> None:
-        if update not in UPDATES:
-            raise ConfigError(
-                f"regime.update='{update}' is not an option: choose one of {', '.join(UPDATES)}"
-            )
+        check_settings(lr_first, lr_last, update, c)  # before any data is read
         if not isinstance(k, int) or k <= 0:
             raise ConfigError(f"regime.k must be a positive number of epochs, got {k!r}")
         if updates_per_epoch <= 0:
             raise ConfigError(f"regime.updates_per_epoch must be positive, got {updates_per_epoch}")
-        check_rates(lr_first, lr_last)
         self.k, self.lr_first, self.lr_last, self.c = k, lr_first, lr_last, c
         self.update, self.anti, self.updates_per_epoch = update, anti, updates_per_epoch
         self.scheduler: LeRaC | None = None
@@ -118,10 +108,3 @@ class LearningRateCurriculum(Regime):
 
     def in_curriculum(self, step: int) -> bool:
         return self.scheduler is not None and step < self.scheduler.total_steps
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"scheduler": self.scheduler.state_dict() if self.scheduler else None}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])

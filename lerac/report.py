@@ -55,7 +55,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         failed = f" ({r['failed']} failed)" if r["failed"] else ""
         lines.append(
             [
-                r["dataset"], r["model"], regime, f"{r['runs']}{failed}",
+                r["dataset"],
+                r["model"],
+                regime,
+                f"{r['runs']}{failed}",
                 f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}",
                 f"{r['val_acc_mean']:.2f}",
             ]
@@ -72,11 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--csv", help="also write the summary to this CSV file")
     args = parser.parse_args(argv)
     if not Path(args.root).is_dir():
-        print(f"error: {args.root} is not a folder; give the output folder of a sweep", file=sys.stderr)
+        print(
+            f"error: {args.root} is not a folder; give the output folder of a sweep",
+            file=sys.stderr,
+        )
         return 2
     runs = find_runs(args.root)
     if not runs:
-        print(f"error: no metrics.json under {args.root}; run a sweep first (e.g. make demo)", file=sys.stderr)
+        print(
+            f"error: no metrics.json under {args.root}; run a sweep first (e.g. make demo)",
+            file=sys.stderr,
+        )
         return 2
     rows = summarize(runs)
     print(format_table(rows))

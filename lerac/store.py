@@ -26,7 +26,14 @@ HISTORY = "history.csv"
 LR_SCHEDULE = "lr_schedule.csv"
 LAYERS = "layers.csv"
 HISTORY_FIELDS = [
-    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr_min", "lr_max", "seconds",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr_min",
+    "lr_max",
+    "seconds",
 ]
 
 

@@ -75,7 +75,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     regime = build(cfg.regime)  # config errors surface before any data is read
     k = cfg.regime.get("k")
     if k is not None and k >= settings.max_epochs:
-        warnings.warn(f"regime.k={k} >= trainer.max_epochs={settings.max_epochs}: the curriculum never ends")
+        warnings.warn(
+            f"regime.k={k} >= trainer.max_epochs={settings.max_epochs}: the curriculum never ends",
+            stacklevel=2,
+        )
 
     store = RunStore(run_dir)
     (store.dir / "error.log").unlink(missing_ok=True)  # from an earlier failed attempt
@@ -86,9 +89,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         splits = build(cfg.dataset)
         model = build(cfg.model, num_classes=splits.num_classes, **splits.input_spec)
         make_optimizer = build(cfg.optimizer, _partial_=True)
-        logger.start(OmegaConf.to_container(cfg, resolve=True), str(store.dir), key,
-                     group=f"{identity['dataset']}_{identity['model']}_{identity['regime']}")
-        result = fit(model, splits, make_optimizer, settings, regime, cfg.seed, store, logger, desc=key)
+        logger.start(
+            OmegaConf.to_container(cfg, resolve=True),
+            str(store.dir),
+            key,
+            group=f"{identity['dataset']}_{identity['model']}_{identity['regime']}",
+        )
+        result = fit(
+            model, splits, make_optimizer, settings, regime, cfg.seed, store, logger, desc=key
+        )
     except BaseException as err:
         metrics["error"] = f"{type(err).__name__}: {err}"
         (store.dir / "error.log").write_text(traceback.format_exc())
@@ -112,7 +121,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     )
     store.write_metrics(metrics)
     logger.finish(metrics)
-    log.info("%s: test acc %.2f%% (best val %.2f%% at epoch %d)", key, result.test_acc, result.val_acc, result.best_epoch)
+    log.info(
+        "%s: test acc %.2f%% (best val %.2f%% at epoch %d)",
+        key,
+        result.test_acc,
+        result.val_acc,
+        result.best_epoch,
+    )
     return metrics
 
 

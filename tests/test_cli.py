@@ -23,14 +23,19 @@ def run(*args, cwd):
         (["regime.k=0"], ["regime.k", "positive"]),
         (["regime.lr_first=1.0"], ["above the base lr", "regime.lr_first"]),
         (["regime.update=cosine"], ["regime.update='cosine'", "exponential, linear, step"]),
-        (["dataset=cifar10", "paths.data_dir=nowhere"], ["cifar10 not found", "nowhere", "cifar-10-python.tar.gz"]),
+        (
+            ["dataset=cifar10", "paths.data_dir=nowhere"],
+            ["cifar10 not found", "nowhere", "cifar-10-python.tar.gz"],
+        ),
         (["model=resnet50"], ["model/resnet50", "Available options"]),
         (["trainer.max_epoch=3"], ["max_epoch"]),
         (["trainer.device=tpu"], ["trainer.device", "auto, cpu or cuda"]),
     ],
 )
 def test_bad_input_ends_with_a_clear_message(tmp_path, overrides, words):
-    result = run("-m", "lerac.train", *TINY, f"paths.output_dir={tmp_path}", *overrides, cwd=tmp_path)
+    result = run(
+        "-m", "lerac.train", *TINY, f"paths.output_dir={tmp_path}", *overrides, cwd=tmp_path
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
     for word in words:
@@ -40,25 +45,39 @@ def test_bad_input_ends_with_a_clear_message(tmp_path, overrides, words):
 def test_sweep_over_regimes_and_seeds_then_report(tmp_path):
     out = tmp_path / "sweep"
     result = run(
-        "-m", "lerac.train", "-m", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=2",
-        "regime=conventional,lerac", "seed=0,1", f"paths.output_dir={out}", cwd=tmp_path,
+        "-m",
+        "lerac.train",
+        "-m",
+        *TINY,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "regime=conventional,lerac",
+        "seed=0,1",
+        f"paths.output_dir={out}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     runs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert runs == [
-        "digits_resnet18_conventional_seed0", "digits_resnet18_conventional_seed1",
-        "digits_resnet18_lerac_seed0", "digits_resnet18_lerac_seed1",
+        "digits_resnet18_conventional_seed0",
+        "digits_resnet18_conventional_seed1",
+        "digits_resnet18_lerac_seed0",
+        "digits_resnet18_lerac_seed1",
     ]
     for name in runs:
         assert {"metrics.json", "history.csv", "lr_schedule.csv", "layers.csv"} <= {
             p.name for p in (out / name).iterdir()
         }
 
-    report = run("-m", "lerac.report", str(out), "--csv", str(tmp_path / "summary.csv"), cwd=tmp_path)
+    report = run(
+        "-m", "lerac.report", str(out), "--csv", str(tmp_path / "summary.csv"), cwd=tmp_path
+    )
     assert report.returncode == 0, report.stderr
     lines = report.stdout.strip().splitlines()
     assert len(lines) == 4  # header, rule, one row per regime
-    assert "conventional" in lines[2] and "lerac" in lines[3] and " 2 " in lines[3] and "±" in lines[3]
+    assert (
+        "conventional" in lines[2] and "lerac" in lines[3] and " 2 " in lines[3] and "±" in lines[3]
+    )
     assert (tmp_path / "summary.csv").read_text().count("\n") == 3
 
     plot = run("-m", "lerac.plots", str(out), cwd=tmp_path)
@@ -66,12 +85,24 @@ def test_sweep_over_regimes_and_seeds_then_report(tmp_path):
 
     # Started again, the sweep skips what is done.
     again = run(
-        "-m", "lerac.train", "-m", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=2",
-        "regime=conventional", "seed=0", f"paths.output_dir={out}", cwd=tmp_path,
+        "-m",
+        "lerac.train",
+        "-m",
+        *TINY,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "regime=conventional",
+        "seed=0",
+        f"paths.output_dir={out}",
+        cwd=tmp_path,
     )
     assert again.returncode == 0 and "skipped" in again.stdout + again.stderr
 
 
 def test_report_on_an_empty_folder_says_what_to_do(tmp_path):
     result = run("-m", "lerac.report", str(tmp_path), cwd=tmp_path)
-    assert result.returncode == 2 and "no metrics.json" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2
+        and "no metrics.json" in result.stderr
+        and "Traceback" not in result.stderr
+    )

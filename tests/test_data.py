@@ -96,6 +96,7 @@ def test_download_extracts_the_official_archive_layout(cifar_root, tmp_path, mon
     spec = cifar.VARIANTS["cifar10"]
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     monkeypatch.setitem(cifar.VARIANTS, "cifar10", cifar.Variant(**{**spec.__dict__, "md5": md5}))
+
     class QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass

@@ -22,7 +22,9 @@ def test_resnet18_layers_run_from_stem_to_classifier():
     assert stage == sorted(stage)
     # The block computes its shortcut first, so the 1x1 projection precedes conv1 there.
     i = order.index
-    assert i("layer2.0.downsample.0") < i("layer2.0.conv1") < i("layer2.0.conv2") < i("layer2.1.conv1")
+    assert (
+        i("layer2.0.downsample.0") < i("layer2.0.conv1") < i("layer2.0.conv2") < i("layer2.1.conv1")
+    )
     # Every trainable parameter is in exactly one layer.
     found = [id(p) for layer in find_layers(model, torch.randn(2, 3, 32, 32)) for p in layer.params]
     assert sorted(found) == sorted(id(p) for p in model.parameters())
@@ -62,11 +64,18 @@ class Tokens(nn.Module):
 def test_order_follows_the_forward_pass_not_registration():
     model = HeadFirst()
     layers = find_layers(model, torch.randn(2, 4))
-    assert [l.name for l in layers] == ["stem", "tokens", "tokens.mix", "attn", "attn.out_proj", "head"]
+    assert [layer.name for layer in layers] == [
+        "stem",
+        "tokens",
+        "tokens.mix",
+        "attn",
+        "attn.out_proj",
+        "head",
+    ]
     tokens = layers[1]
     assert tokens.params == (model.tokens.cls,)  # the class token joins its container
-    assert all(p.requires_grad for l in layers for p in l.params)  # frozen layer left out
-    assert "frozen" not in [l.name for l in layers]
+    assert all(p.requires_grad for layer in layers for p in layer.params)  # frozen layer left out
+    assert "frozen" not in [layer.name for layer in layers]
 
 
 def test_discovery_leaves_the_model_as_it_was():

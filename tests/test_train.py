@@ -36,13 +36,26 @@ def test_a_digits_run_writes_all_four_files(lerac_run):
     assert saved["status"] == "completed"
     for key in ("dataset", "model", "regime", "seed"):
         assert key in saved
-    assert (saved["dataset"], saved["model"], saved["regime"], saved["seed"]) == ("digits", "resnet18", "lerac", 0)
+    assert (saved["dataset"], saved["model"], saved["regime"], saved["seed"]) == (
+        "digits",
+        "resnet18",
+        "lerac",
+        0,
+    )
     assert 0 <= saved["test_acc"] <= 100 and 0 <= saved["val_acc"] <= 100
     assert saved["epochs"] == 3 and saved["train_seconds"] > 0
 
     history = read_csv(run_dir / "history.csv")
     assert [int(r["epoch"]) for r in history] == [1, 2, 3]
-    assert set(history[0]) >= {"train_loss", "train_acc", "val_loss", "val_acc", "lr_min", "lr_max", "seconds"}
+    assert set(history[0]) >= {
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "lr_min",
+        "lr_max",
+        "seconds",
+    }
     # The reported epoch is the one with the best validation accuracy.
     val = [float(r["val_acc"]) for r in history]
     assert saved["best_epoch"] == 1 + val.index(max(val))
@@ -82,7 +95,8 @@ def test_plots_of_a_run_are_png_files(lerac_run):
 
 def test_wandb_logs_offline_into_the_run_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # make test disables W&B; this test needs it
-    overrides = TINY + ["logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    overrides = TINY + ["logger=wandb", "regime=conventional", "trainer.max_epochs=1"]
+    overrides += ["trainer.limit_train_batches=2"]
     train(compose_config(overrides), tmp_path / "run")
     offline = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
@@ -90,16 +104,25 @@ def test_wandb_logs_offline_into_the_run_directory(tmp_path, monkeypatch):
 
 def test_same_seed_same_run(tmp_path):
     overrides = TINY + ["trainer.max_epochs=1", "trainer.limit_train_batches=3"]
-    a = train(compose_config(overrides), tmp_path / "a")
-    b = train(compose_config(overrides), tmp_path / "b")
-    assert (a["test_acc"], a["val_acc"], a["test_loss"]) == (b["test_acc"], b["val_acc"], b["test_loss"])
+    with pytest.warns(UserWarning, match="the curriculum never ends"):  # k=1 >= 1 epoch
+        a = train(compose_config(overrides), tmp_path / "a")
+        b = train(compose_config(overrides), tmp_path / "b")
+    assert (a["test_acc"], a["val_acc"], a["test_loss"]) == (
+        b["test_acc"],
+        b["val_acc"],
+        b["test_loss"],
+    )
     assert (tmp_path / "a" / "history.csv").read_text().split("\n")[1].split(",")[:5] == (
         tmp_path / "b" / "history.csv"
     ).read_text().split("\n")[1].split(",")[:5]
 
 
 def test_completed_runs_are_skipped_unless_overwritten(tmp_path, lerac_run):
-    overrides = TINY + ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    overrides = TINY + [
+        "regime=conventional",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+    ]
     first = train(compose_config(overrides), tmp_path / "run")
     stamp = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
     assert train(compose_config(overrides), tmp_path / "run") == first
@@ -124,10 +147,22 @@ def flat_fit(regime, tmp_path, **settings):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Linear(32, 10))
     store = RunStore(tmp_path)
-    defaults = dict(max_epochs=12, batch_size=256, device="cpu", progress=False,
-                    plateau_patience=0, early_stopping_patience=3)
-    result = fit(model, load_digits(), lambda groups: torch.optim.SGD(groups, lr=1e-6),
-                 TrainerSettings(**{**defaults, **settings}), regime, store=store)
+    defaults = dict(
+        max_epochs=12,
+        batch_size=256,
+        device="cpu",
+        progress=False,
+        plateau_patience=0,
+        early_stopping_patience=3,
+    )
+    result = fit(
+        model,
+        load_digits(),
+        lambda groups: torch.optim.SGD(groups, lr=1e-6),
+        TrainerSettings(**{**defaults, **settings}),
+        regime,
+        store=store,
+    )
     store.close()
     return result, read_csv(tmp_path / "history.csv")
 

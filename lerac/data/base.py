@@ -151,4 +151,3 @@ class TensorLoader:
         for b in range(self.num_batches):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield self.transform(take(self.inputs, index)), self.targets[index]
-

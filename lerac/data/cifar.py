@@ -19,6 +19,7 @@ import torch
 from lerac.data.base import Splits, image_splits
 from lerac.errors import ConfigError, DataNotFoundError
 
+
 @dataclass(frozen=True)
 class Variant:
     folder: str
@@ -74,7 +75,9 @@ def download_cifar(root: str, variant: str = "cifar10", url: str | None = None) 
     return Path(root) / spec.folder
 
 
-def _read_batches(folder: Path, files: tuple[str, ...], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_batches(
+    folder: Path, files: tuple[str, ...], label_key: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for name in files:
         with open(folder / name, "rb") as f:
@@ -98,4 +101,6 @@ def load_cifar(
         )
     train_x, train_y = _read_batches(folder, spec.train_files, spec.label_key)
     test_x, test_y = _read_batches(folder, spec.test_files, spec.label_key)
-    return image_splits(train_x, train_y, test_x, test_y, spec.num_classes, val_fraction, split_seed)
+    return image_splits(
+        train_x, train_y, test_x, test_y, spec.num_classes, val_fraction, split_seed
+    )

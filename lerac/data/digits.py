@@ -12,7 +12,9 @@ import torch
 from lerac.data.base import Splits, hold_out, image_splits
 
 
-def load_digits(test_fraction: float = 0.2, val_fraction: float = 0.1, split_seed: int = 0) -> Splits:
+def load_digits(
+    test_fraction: float = 0.2, val_fraction: float = 0.1, split_seed: int = 0
+) -> Splits:
     from sklearn.datasets import load_digits as sklearn_digits
 
     digits = sklearn_digits()
