@@ -32,6 +32,9 @@ from lerac.tracking import NoLogger
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys a group file carries for people and reports, not for its constructor.
 METADATA_KEYS = ("id", "table1")
+CONFIG = "config.yaml"  # the resolved config a run was trained with
+# Settings that do not change what a run computes.
+BOOKKEEPING = ("overwrite", "trainer.progress", "logger", "paths", "hydra")
 
 OmegaConf.register_new_resolver("run_key", run_key, replace=True)
 log = logging.getLogger("lerac")
@@ -43,6 +46,28 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
     for key in METADATA_KEYS:
         container.pop(key, None)
     return instantiate(container, **kwargs)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def config_changes(saved: Path, cfg: DictConfig) -> list[str]:
+    """Settings that differ between a run's saved config and ``cfg`` (bookkeeping aside)."""
+    if not saved.is_file():
+        return []
+    old = _flatten(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
+    new = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    return sorted(
+        key
+        for key in old.keys() | new.keys()
+        if old.get(key) != new.get(key) and not key.startswith(BOOKKEEPING)
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -69,6 +94,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     previous = read_metrics(run_dir)
     if previous and previous.get("status") == "completed" and not cfg.overwrite:
         log.info("%s is already completed in %s; skipped (overwrite=true retrains)", key, run_dir)
+        changed = config_changes(Path(run_dir) / CONFIG, cfg)
+        if changed:
+            warnings.warn(
+                f"{key} was trained with other settings ({', '.join(changed)}); its results "
+                "stand. Give the variant a tag=... or retrain with overwrite=true",
+                stacklevel=2,
+            )
         return previous
 
     settings = TrainerSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
@@ -82,6 +114,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     store = RunStore(run_dir)
     (store.dir / "error.log").unlink(missing_ok=True)  # from an earlier failed attempt
+    OmegaConf.save(cfg, store.dir / CONFIG, resolve=True)
     logger: NoLogger = build(cfg.logger)
     metrics: dict[str, Any] = {**identity, "key": key, "status": "failed"}
     try:

@@ -1,12 +1,16 @@
 """The command line as a researcher uses it: clear one-line errors, a sweep, a report."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args, cwd):
@@ -106,3 +110,14 @@ def test_report_on_an_empty_folder_says_what_to_do(tmp_path):
         and "no metrics.json" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_regime_benchmark_reports_medians_and_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--width", "4", "--steps", "3", "--warmup", "1", "--device", "cpu", "--out", str(out)]
+    result = run(str(REPO / "scripts" / "bench_regimes.py"), *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    numbers = json.loads(out.read_text())
+    assert numbers["param_groups"] == {"conventional": 1, "lerac": 41}
+    assert numbers["step_time_ratio_lerac_over_conventional"] > 0
+    assert numbers["lerac_update_ms_median"] > 0

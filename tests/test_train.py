@@ -2,6 +2,7 @@
 
 import csv
 import json
+import warnings
 
 import pytest
 import torch
@@ -125,10 +126,18 @@ def test_completed_runs_are_skipped_unless_overwritten(tmp_path, lerac_run):
     ]
     first = train(compose_config(overrides), tmp_path / "run")
     stamp = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
-    assert train(compose_config(overrides), tmp_path / "run") == first
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same settings: skipped without a word
+        assert train(compose_config(overrides), tmp_path / "run") == first
     assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns == stamp
+    with pytest.warns(UserWarning, match=r"other settings \(optimizer.momentum\)"):
+        assert (
+            train(compose_config(overrides + ["optimizer.momentum=0.5"]), tmp_path / "run") == first
+        )
     train(compose_config(overrides + ["overwrite=true"]), tmp_path / "run")
     assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns != stamp
+    assert compose_config(overrides).optimizer.momentum == 0.9
+    assert "momentum: 0.9" in (tmp_path / "run" / "config.yaml").read_text()
 
 
 def test_a_failing_run_records_failed_status(tmp_path):

@@ -1,0 +1,111 @@
+"""Time a training step under the conventional regime and under LeRaC, interleaved.
+
+The paper says LeRaC "does not add any extra time over the conventional approach". Its
+only cost in this suite is one optimizer param group per layer (PyTorch batches its
+foreach kernels within a group) and the per-step rate update. The two sides run
+alternately, step by step, on identical models and batches, and the medians are compared.
+
+    python scripts/bench_regimes.py                       # ResNet-18, CIFAR-sized batch of 64
+    python scripts/bench_regimes.py --device cuda --steps 200 --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from lerac.layers import find_layers
+from lerac.loop import resolve_device
+from lerac.models.resnet import ResNet18
+from lerac.regimes import Conventional, LearningRateCurriculum
+
+
+def make_side(regime, args, device, batch):
+    torch.manual_seed(0)
+    model = ResNet18(num_classes=10, in_channels=3, image_size=args.image_size, width=args.width)
+    model.to(device)
+    groups = regime.param_groups(find_layers(model, batch[0]))
+    optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    regime.start(optimizer, steps_per_epoch=args.warmup + args.steps)
+    return model, optimizer, regime
+
+
+def timed_step(side, batch, step, device) -> tuple[float, float]:
+    """Seconds for the whole step and for the optimizer update (rate update included)."""
+    model, optimizer, regime = side
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    loss = nn.functional.cross_entropy(model(batch[0]), batch[1])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    sync()
+    update_start = time.perf_counter()
+    regime.before_step(step)
+    optimizer.step()
+    sync()
+    end = time.perf_counter()
+    return end - start, end - update_start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per side")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", help="write the numbers to this JSON file")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    batch = (
+        torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device),
+        torch.randint(0, 10, (args.batch_size,), device=device),
+    )
+    # k spans all timed steps, so LeRaC updates its rates on every one of them.
+    lerac = LearningRateCurriculum(k=1, lr_first=0.1, lr_last=1e-8)
+    sides = {
+        "conventional": make_side(Conventional(), args, device, batch),
+        "lerac": make_side(lerac, args, device, batch),
+    }
+    times = {name: ([], []) for name in sides}
+    names = list(sides)
+    for step in range(args.warmup + args.steps):
+        for name in names if step % 2 == 0 else names[::-1]:  # alternate who goes first
+            total, update = timed_step(sides[name], batch, step, device)
+            if step >= args.warmup:
+                times[name][0].append(total)
+                times[name][1].append(update)
+
+    result = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "setup": vars(args),
+        "param_groups": {name: len(side[1].param_groups) for name, side in sides.items()},
+    }
+    for name, (total, update) in times.items():
+        result[f"{name}_step_ms_median"] = 1e3 * statistics.median(total)
+        result[f"{name}_update_ms_median"] = 1e3 * statistics.median(update)
+    for part in ("step", "update"):
+        result[f"{part}_time_ratio_lerac_over_conventional"] = (
+            result[f"lerac_{part}_ms_median"] / result[f"conventional_{part}_ms_median"]
+        )
+    print(json.dumps(result, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
