@@ -119,6 +119,8 @@ def fit(
     device = resolve_device(settings.device)
     model.to(device)
 
+    normalize = splits.normalizer(device)
+
     def loader(split: str, shuffle: bool, limit: int | None) -> TensorLoader:
         inputs, targets = getattr(splits, split)
         return TensorLoader(
@@ -127,7 +129,7 @@ def fit(
             settings.batch_size,
             shuffle,
             seed=seed,
-            transform=splits.normalize,
+            transform=normalize,
             max_batches=limit,
         )
 

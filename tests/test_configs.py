@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lerac.models.resnet import ResNet18
 from lerac.train import CONF_DIR, build
 from tests.conftest import TINY, compose_config
 
@@ -48,6 +49,18 @@ def test_every_model_builds_and_classifies(cifar_root):
         cfg = compose_config([f"model={path.stem}", *TINY])
         model = build(cfg.model, num_classes=7, in_channels=3, image_size=32)
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_resnet18_stem_follows_the_input_size():
+    small = ResNet18(num_classes=5, in_channels=2, image_size=64, width=4)
+    assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
+    assert isinstance(small.maxpool, torch.nn.Identity)
+    large = ResNet18(num_classes=5, in_channels=2, image_size=96, width=4)
+    assert large.conv1.kernel_size == (7, 7) and large.conv1.stride == (2, 2)
+    assert isinstance(large.maxpool, torch.nn.MaxPool2d)
+    assert large(torch.randn(2, 2, 96, 96)).shape == (2, 5)
+    # The CIFAR stem keeps 32 px images at 32 px into the first stage.
+    assert small.layer1(small.conv1(torch.randn(1, 2, 32, 32))).shape[-1] == 32
 
 
 def test_every_dataset_builds(cifar_root):

@@ -46,7 +46,7 @@ def test_cifar100_uses_fine_labels(cifar_root):
 
 def test_normalization_uses_training_statistics(cifar_root):
     splits = load_cifar(str(cifar_root), "cifar10")
-    x = splits.normalize(splits.train[0])
+    x = splits.normalizer()(splits.train[0])
     assert x.dtype == torch.float32
     assert x.mean(dim=(0, 2, 3)).abs().max() < 1e-4
     assert (x.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-3

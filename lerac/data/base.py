@@ -7,7 +7,7 @@ whole data set fits on the device and no worker processes are needed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,10 +51,12 @@ class Splits:
     mean: Tensor | None = None
     std: Tensor | None = None
 
-    def normalize(self, x: Inputs) -> Inputs:
+    def normalizer(self, device: torch.device | str = "cpu") -> Callable[[Inputs], Inputs]:
+        """A per-batch transform with the statistics already on ``device`` (no copy per batch)."""
         if self.mean is None:
-            return x
-        return (x.float() - self.mean.to(x.device)) / self.std.to(x.device)
+            return lambda x: x
+        mean, std = self.mean.to(device), self.std.to(device)
+        return lambda x: (x.float() - mean) / std
 
     def sizes(self) -> dict[str, int]:
         return {name: count(getattr(self, name)[0]) for name in ("train", "val", "test")}
