@@ -1,6 +1,6 @@
 """LeRaC (Learning Rate Curriculum): reproduction suite and a reusable LR scheduler.
 
-from lerac import LeRaC, layer_param_groups
+The scheduler on any model: ``from lerac import LeRaC, layer_param_groups`` (README).
 """
 
 from lerac.curriculum import LeRaC, initial_rates

@@ -149,7 +149,7 @@ def fit(
         optimizer, mode="min", factor=settings.plateau_factor, patience=settings.plateau_patience
     )
     if store:
-        store.write_layers(layers)
+        store.start(layers)
 
     best_epoch, best_val_acc, best_state = 0, -math.inf, None
     stale_epochs, step, train_seconds = 0, 0, 0.0
@@ -171,10 +171,8 @@ def fit(
         )
         for batch, (inputs, targets) in enumerate(batches):
             regime.before_step(step)
-            # Every step while the rates move (and the one where they arrive), then per epoch.
-            if store and (
-                batch == 0 or regime.in_curriculum(step) or regime.in_curriculum(step - 1)
-            ):
+            # Every step while the rates move and the one where they arrive, then per epoch.
+            if store and (batch == 0 or regime.in_curriculum(step - 1)):
                 store.log_lrs(step, optimizer)
             logits = call_model(model, inputs)
             loss = nn.functional.cross_entropy(logits, targets)

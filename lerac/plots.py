@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lerac.store import HISTORY, LR_SCHEDULE, METRICS, find_runs  # noqa: E402
+from lerac.store import HISTORY, LR_SCHEDULE, METRICS, find_runs, run_group  # noqa: E402
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -84,9 +84,7 @@ def plot_sweep(root: Path) -> Path:
     for run in find_runs(root):
         history = Path(run["run_dir"]) / HISTORY
         if history.is_file():
-            label = f"{run['dataset']} {run['model']} {run['regime']}" + (
-                f" [{run['tag']}]" if run.get("tag") else ""
-            )
+            label = run_group(run["dataset"], run["model"], run["regime"], run.get("tag", ""))
             curves[label].append([float(r["val_acc"]) for r in _rows(history)])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, runs in sorted(curves.items()):

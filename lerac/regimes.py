@@ -3,7 +3,8 @@
 The loop (lerac/loop.py) calls a regime at fixed points:
   param_groups(layers)          how the optimizer groups parameters
   start(optimizer, steps)       once, before the first step
-  on_epoch_start(epoch, model)  at the start of every epoch (CBS changes the model here)
+  on_epoch_start(epoch, model)  at the start of every epoch, counted from 0 (CBS changes
+                                the model here)
   before_step(step)             before every optimizer step (LeRaC sets the rates here)
   in_curriculum(step)           while True, the conventional schedule (reduce-on-plateau,
                                 early stopping) waits; it takes over after

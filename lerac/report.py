@@ -22,6 +22,10 @@ from lerac.store import find_runs
 GROUP_KEYS = ("dataset", "model", "regime", "tag")
 
 
+def _mean(values: list[float]) -> float:
+    return round(statistics.fmean(values), 4) if values else float("nan")
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (dataset, model, regime, tag): completed runs' accuracy mean and std."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -37,11 +41,9 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "runs": len(done),
                 "failed": len(members) - len(done),
                 "seeds": ",".join(str(r["seed"]) for r in sorted(done, key=lambda r: r["seed"])),
-                "test_acc_mean": round(statistics.fmean(accs), 4) if accs else float("nan"),
+                "test_acc_mean": _mean(accs),
                 "test_acc_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
-                "val_acc_mean": round(statistics.fmean(float(r["val_acc"]) for r in done), 4)
-                if done
-                else float("nan"),
+                "val_acc_mean": _mean([float(r["val_acc"]) for r in done]),
             }
         )
     return rows

@@ -4,6 +4,8 @@
   history.csv      one row per epoch
   lr_schedule.csv  step,layer,lr: every step through the curriculum, then one per epoch
   layers.csv       layer,name,params: the layers in the order the curriculum uses
+  config.yaml      the resolved config the run was trained with
+  error.log        the traceback of a failed run
 
 A report finds runs by walking a directory for metrics.json; no database.
 """
@@ -25,6 +27,8 @@ METRICS = "metrics.json"
 HISTORY = "history.csv"
 LR_SCHEDULE = "lr_schedule.csv"
 LAYERS = "layers.csv"
+CONFIG = "config.yaml"
+ERROR_LOG = "error.log"
 HISTORY_FIELDS = [
     "epoch",
     "train_loss",
@@ -37,10 +41,14 @@ HISTORY_FIELDS = [
 ]
 
 
+def run_group(dataset: str, model: str, regime: str, tag: str = "") -> str:
+    """``dataset_model_regime[_tag]``: the runs that differ only by seed."""
+    return "_".join(str(p) for p in (dataset, model, regime, tag) if p)
+
+
 def run_key(dataset: str, model: str, regime: str, seed: int, tag: str = "") -> str:
     """``dataset_model_regime[_tag]_seedN``: the run's directory name."""
-    parts = [dataset, model, regime] + ([tag] if tag else []) + [f"seed{seed}"]
-    return "_".join(str(p) for p in parts)
+    return f"{run_group(dataset, model, regime, tag)}_seed{seed}"
 
 
 def read_metrics(path: str | Path) -> dict[str, Any] | None:
@@ -52,12 +60,10 @@ def read_metrics(path: str | Path) -> dict[str, Any] | None:
 
 def find_runs(root: str | Path) -> list[dict[str, Any]]:
     """Every run's metrics under ``root``, each with its ``run_dir``."""
-    runs = []
-    for file in sorted(Path(root).rglob(METRICS)):
-        metrics = json.loads(file.read_text())
-        metrics["run_dir"] = str(file.parent)
-        runs.append(metrics)
-    return runs
+    return [
+        {**read_metrics(file.parent), "run_dir": str(file.parent)}
+        for file in sorted(Path(root).rglob(METRICS))
+    ]
 
 
 class RunStore:
@@ -74,7 +80,9 @@ class RunStore:
         self._files.append(f)
         return f
 
-    def write_layers(self, layers: Iterable[Layer]) -> None:
+    def start(self, layers: Iterable[Layer]) -> None:
+        """Write layers.csv and open the files that grow during training."""
+        (self.dir / ERROR_LOG).unlink(missing_ok=True)  # from an earlier failed attempt
         with open(self.dir / LAYERS, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["layer", "name", "params"])
@@ -83,8 +91,7 @@ class RunStore:
                 self._layer_index[layer.name] = i
         self._lr = csv.writer(self._open(LR_SCHEDULE))
         self._lr.writerow(["step", "layer", "lr"])
-        self._history_file = self._open(HISTORY)
-        self._history = csv.DictWriter(self._history_file, HISTORY_FIELDS)
+        self._history = csv.DictWriter(self._open(HISTORY), HISTORY_FIELDS)
         self._history.writeheader()
 
     def log_lrs(self, step: int, optimizer: Optimizer) -> None:
@@ -97,6 +104,9 @@ class RunStore:
         self._history.writerow(row)
         for f in self._files:
             f.flush()
+
+    def write_error(self, traceback_text: str) -> None:
+        (self.dir / ERROR_LOG).write_text(traceback_text)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         # Write then rename, so a reader never sees half a file.

@@ -26,13 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from lerac.errors import LeRaCError
 from lerac.loop import TrainerSettings, fit
-from lerac.store import RunStore, read_metrics, run_key
+from lerac.store import CONFIG, RunStore, read_metrics, run_group, run_key
 from lerac.tracking import NoLogger
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys a group file carries for people and reports, not for its constructor.
 METADATA_KEYS = ("id", "table1")
-CONFIG = "config.yaml"  # the resolved config a run was trained with
 # Settings that do not change what a run computes.
 BOOKKEEPING = ("overwrite", "trainer.progress", "logger", "paths", "hydra")
 
@@ -113,7 +112,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         )
 
     store = RunStore(run_dir)
-    (store.dir / "error.log").unlink(missing_ok=True)  # from an earlier failed attempt
     OmegaConf.save(cfg, store.dir / CONFIG, resolve=True)
     logger: NoLogger = build(cfg.logger)
     metrics: dict[str, Any] = {**identity, "key": key, "status": "failed"}
@@ -126,14 +124,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             OmegaConf.to_container(cfg, resolve=True),
             str(store.dir),
             key,
-            group=f"{identity['dataset']}_{identity['model']}_{identity['regime']}",
+            group=run_group(identity["dataset"], identity["model"], identity["regime"], cfg.tag),
         )
         result = fit(
             model, splits, make_optimizer, settings, regime, cfg.seed, store, logger, desc=key
         )
     except BaseException as err:
         metrics["error"] = f"{type(err).__name__}: {err}"
-        (store.dir / "error.log").write_text(traceback.format_exc())
+        store.write_error(traceback.format_exc())
         store.write_metrics(metrics)
         logger.finish(metrics, failed=True)
         raise

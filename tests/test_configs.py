@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lerac.models.resnet import ResNet18
+from lerac.store import run_group
 from lerac.train import CONF_DIR, build
 from tests.conftest import TINY, compose_config
 
@@ -90,6 +91,9 @@ def test_run_directory_is_named_by_key():
     assert cfg.hydra.sweep.subdir == "digits_resnet18_anti_lerac_seed3"
     tagged = compose_config(["tag=k9", "paths.output_dir=out"], hydra_config=True)
     assert Path(tagged.hydra.run.dir).name == "digits_resnet18_lerac_k9_seed0"
+    # Seeds of one variant share a group (W&B group, report and plot label).
+    assert run_group("digits", "resnet18", "lerac", "k9") == "digits_resnet18_lerac_k9"
+    assert run_group("digits", "resnet18", "lerac") == "digits_resnet18_lerac"
 
 
 def test_demo_experiment():
