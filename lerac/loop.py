@@ -1,11 +1,12 @@
-"""The training loop: one regime, one optimizer, reduce-on-plateau and early stopping.
+"""The training loop: one regime, one optimizer, a schedule after the curriculum, early
+stopping.
 
-Per epoch: regime.on_epoch_start -> for each batch: regime.before_step, forward,
-backward, optimizer step -> validation. Once the regime's curriculum is over, the
-conventional schedule acts at each epoch's end: lr x0.1 when the validation loss
-plateaus, stop when validation accuracy has not improved for a while (paper 4.2). The
-epoch with the best validation accuracy is restored and its test accuracy reported;
-test data never influences a choice.
+Per epoch: regime.on_epoch_start -> for each batch: regime.before_step,
+schedule.before_step, forward, backward, optimizer step -> validation. Once the regime's
+curriculum is over, the schedule (reduce-on-plateau by default, paper 4.2) acts and early
+stopping counts epochs without a better validation accuracy. The epoch with the best
+validation accuracy is restored and its test accuracy reported; test data never
+influences a choice.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
-from lerac.data.base import Splits, TensorLoader, move
+from lerac.data.base import Splits, TensorLoader
 from lerac.errors import ConfigError, LeRaCError
 from lerac.layers import Layer, call_model, find_layers
 from lerac.regimes import Conventional, Regime
+from lerac.schedules import ReduceOnPlateau, Schedule
 from lerac.store import RunStore
 from lerac.tracking import NoLogger
 
@@ -36,8 +37,8 @@ class TrainingDiverged(LeRaCError):
 
 @dataclass
 class TrainerSettings:
-    """``trainer.*`` in the config. Patience values are the suite's choice; the paper
-    names early stopping and reduce-on-plateau (factor 0.1) without patience."""
+    """``trainer.*`` in the config. The patience is the suite's choice; the paper names
+    early stopping without one."""
 
     max_epochs: int
     batch_size: int
@@ -45,8 +46,6 @@ class TrainerSettings:
     limit_train_batches: int | None = None
     limit_eval_batches: int | None = None
     early_stopping_patience: int = 20
-    plateau_patience: int = 5
-    plateau_factor: float = 0.1
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -72,6 +71,8 @@ class FitResult:
     epochs: int
     train_seconds: float
     layers: list[Layer]
+    test_predictions: torch.Tensor | None = None  # predicted class per test example
+    test_targets: torch.Tensor | None = None
 
 
 def lr_range(optimizer: Optimizer) -> tuple[float, float]:
@@ -89,18 +90,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def hard_labels(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices, also from soft (B, C) targets such as mix-up's."""
+    return targets.argmax(dim=1) if targets.ndim > 1 else targets
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: TensorLoader) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy in percent."""
+def evaluate(
+    model: nn.Module, loader: TensorLoader, predictions: list | None = None
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in percent; appends (predicted, target) batches to
+    ``predictions`` when given."""
     model.eval()
-    loss_sum = torch.zeros((), device=loader.targets.device)
-    correct = torch.zeros((), device=loader.targets.device)
+    loss_sum, correct = 0.0, 0.0
     for inputs, targets in loader:
         logits = call_model(model, inputs)
-        loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
-        correct += (logits.argmax(dim=1) == targets).sum()
+        predicted = logits.argmax(dim=1)
+        loss_sum += nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        correct += (predicted == targets).sum()
+        if predictions is not None:
+            predictions.append((predicted, targets))
     n = loader.num_examples
-    return loss_sum.item() / n, 100.0 * correct.item() / n
+    return float(loss_sum) / n, 100.0 * float(correct) / n
 
 
 def fit(
@@ -113,41 +124,31 @@ def fit(
     store: RunStore | None = None,
     logger: NoLogger | None = None,
     desc: str = "train",
+    schedule: Schedule | None = None,
 ) -> FitResult:
     regime = regime or Conventional()
+    schedule = schedule or ReduceOnPlateau()
     logger = logger or NoLogger()
     device = resolve_device(settings.device)
     model.to(device)
 
-    normalize = splits.normalizer(device)
-
-    def loader(split: str, shuffle: bool, limit: int | None) -> TensorLoader:
-        inputs, targets = getattr(splits, split)
-        return TensorLoader(
-            move(inputs, device),
-            targets.to(device),
-            settings.batch_size,
-            shuffle,
-            seed=seed,
-            transform=normalize,
-            max_batches=limit,
-        )
-
-    train_loader = loader("train", True, settings.limit_train_batches)
-    val_loader = loader("val", False, settings.limit_eval_batches)
-    test_loader = loader("test", False, settings.limit_eval_batches)
+    train_loader, val_loader, test_loader = splits.loaders(
+        settings.batch_size,
+        device,
+        seed,
+        settings.limit_train_batches,
+        settings.limit_eval_batches,
+    )
     if len(train_loader) == 0:
         raise ConfigError(
-            f"no training batch: {len(train_loader.targets)} training examples at "
+            f"no training batch: {splits.sizes()['train']} training examples at "
             f"trainer.batch_size={settings.batch_size}"
         )
 
     layers = find_layers(model, next(iter(val_loader))[0])
     optimizer = make_optimizer(regime.param_groups(layers))
     regime.start(optimizer, len(train_loader))
-    plateau = ReduceLROnPlateau(
-        optimizer, mode="min", factor=settings.plateau_factor, patience=settings.plateau_patience
-    )
+    schedule.start(optimizer, len(train_loader), settings.max_epochs, regime.curriculum_steps)
     if store:
         store.start(layers)
 
@@ -171,6 +172,7 @@ def fit(
         )
         for batch, (inputs, targets) in enumerate(batches):
             regime.before_step(step)
+            schedule.before_step(step)
             # Every step while the rates move and the one where they arrive, then per epoch.
             if store and (batch == 0 or regime.in_curriculum(step - 1)):
                 store.log_lrs(step, optimizer)
@@ -181,7 +183,7 @@ def fit(
             optimizer.step()
             step += 1
             loss_sum += loss.detach() * len(targets)
-            correct += (logits.argmax(dim=1) == targets).sum()
+            correct += (logits.argmax(dim=1) == hard_labels(targets)).sum()
         train_loss = loss_sum.item() / train_loader.num_examples
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
@@ -212,12 +214,23 @@ def fit(
             best_epoch, best_val_acc = epoch, val_acc
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if not regime.in_curriculum(step):
-            plateau.step(val_loss)
+            schedule.after_epoch(val_loss)
             stale_epochs = 0 if improved else stale_epochs + 1
             if stale_epochs >= settings.early_stopping_patience:
                 break
     bar.close()
 
     model.load_state_dict(best_state)
-    test_loss, test_acc = evaluate(model, test_loader)
-    return FitResult(best_epoch, best_val_acc, test_acc, test_loss, epoch, train_seconds, layers)
+    predictions: list = []
+    test_loss, test_acc = evaluate(model, test_loader, predictions)
+    return FitResult(
+        best_epoch,
+        best_val_acc,
+        test_acc,
+        test_loss,
+        epoch,
+        train_seconds,
+        layers,
+        torch.cat([p for p, _ in predictions]).cpu(),
+        torch.cat([t for _, t in predictions]).cpu(),
+    )

@@ -6,8 +6,9 @@ The loop (lerac/loop.py) calls a regime at fixed points:
   on_epoch_start(epoch, model)  at the start of every epoch, counted from 0 (CBS changes
                                 the model here)
   before_step(step)             before every optimizer step (LeRaC sets the rates here)
-  in_curriculum(step)           while True, the conventional schedule (reduce-on-plateau,
-                                early stopping) waits; it takes over after
+  in_curriculum(step)           while True, the schedule (reduce-on-plateau, cosine) and
+                                early stopping wait; they take over after
+  curriculum_steps              optimizer steps the curriculum lasts (0: none)
 Adding a regime means one class here (or in its own module) and one conf/regime/ file.
 """
 
@@ -46,6 +47,10 @@ class Regime:
 
     def in_curriculum(self, step: int) -> bool:
         return False
+
+    @property
+    def curriculum_steps(self) -> int:
+        return 0
 
 
 class Conventional(Regime):
@@ -109,3 +114,7 @@ class LearningRateCurriculum(Regime):
 
     def in_curriculum(self, step: int) -> bool:
         return self.scheduler is not None and step < self.scheduler.total_steps
+
+    @property
+    def curriculum_steps(self) -> int:
+        return self.scheduler.total_steps if self.scheduler is not None else 0

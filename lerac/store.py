@@ -4,6 +4,7 @@
   history.csv      one row per epoch
   lr_schedule.csv  step,layer,lr: every step through the curriculum, then one per epoch
   layers.csv       layer,name,params: the layers in the order the curriculum uses
+  predictions.csv  index,target,prediction: the test set's predicted classes (McNemar)
   config.yaml      the resolved config the run was trained with
   error.log        the traceback of a failed run
 
@@ -27,6 +28,7 @@ METRICS = "metrics.json"
 HISTORY = "history.csv"
 LR_SCHEDULE = "lr_schedule.csv"
 LAYERS = "layers.csv"
+PREDICTIONS = "predictions.csv"
 CONFIG = "config.yaml"
 ERROR_LOG = "error.log"
 HISTORY_FIELDS = [
@@ -105,16 +107,38 @@ class RunStore:
         for f in self._files:
             f.flush()
 
+    def write_predictions(self, predicted: Any, targets: Any) -> None:
+        """The test set's predictions, in test order, for paired tests between regimes."""
+        rows = zip(range(len(targets)), targets.tolist(), predicted.tolist())
+        self._write_csv(PREDICTIONS, ["index", "target", "prediction"], rows)
+
+    def write_artifacts(self, artifacts: dict[str, str]) -> None:
+        """Files a data family asks the run to keep (e.g. a vocabulary)."""
+        for name, text in artifacts.items():
+            _write_atomic(self.dir / name, text)
+
+    def _write_csv(self, name: str, header: list[str], rows: Iterable) -> None:
+        tmp = self.dir / (name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+        os.replace(tmp, self.dir / name)
+
     def write_error(self, traceback_text: str) -> None:
         (self.dir / ERROR_LOG).write_text(traceback_text)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        # Write then rename, so a reader never sees half a file.
-        tmp = self.dir / (METRICS + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.dir / METRICS)
+        _write_atomic(self.dir / METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
     def close(self) -> None:
         for f in self._files:
             f.close()
         self._files.clear()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write then rename, so a reader (or a crash) never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -24,14 +24,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lerac.errors import LeRaCError
+from lerac.errors import ConfigError, LeRaCError
 from lerac.loop import TrainerSettings, fit
 from lerac.store import CONFIG, RunStore, read_metrics, run_group, run_key
 from lerac.tracking import NoLogger
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# Keys a group file carries for people and reports, not for its constructor.
-METADATA_KEYS = ("id", "table1")
+# Keys a group file carries for people, checks and reports, not for its constructor.
+METADATA_KEYS = ("id", "table1", "modality", "modalities")
 # Settings that do not change what a run computes.
 BOOKKEEPING = ("overwrite", "trainer.progress", "logger", "paths", "hydra")
 
@@ -75,12 +75,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_modality(cfg: DictConfig) -> None:
+    """A model and a data set of different kinds fail here, before any data is read."""
+    kind = cfg.dataset.get("modality", "image")
+    takes = list(cfg.model.get("modalities", ["image"]))
+    if kind not in takes:
+        raise ConfigError(
+            f"model={cfg.model.id} takes {' or '.join(takes)} data but dataset={cfg.dataset.id} "
+            f"is {kind} data; pick a {' or '.join(takes)} data set or a model for {kind} data "
+            "(the README lists both)"
+        )
+
+
 def describe(cfg: DictConfig) -> dict[str, Any]:
     return {
         "dataset": cfg.dataset.id,
         "model": cfg.model.id,
         "regime": cfg.regime.id,
         "optimizer": cfg.optimizer.id,
+        "schedule": cfg.schedule.id,
         "seed": cfg.seed,
         "tag": cfg.tag,
     }
@@ -103,7 +116,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         return previous
 
     settings = TrainerSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    check_modality(cfg)
     regime = build(cfg.regime)  # config errors surface before any data is read
+    schedule = build(cfg.schedule)
     k = cfg.regime.get("k")
     if k is not None and k >= settings.max_epochs:
         warnings.warn(
@@ -126,9 +141,20 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             key,
             group=run_group(identity["dataset"], identity["model"], identity["regime"], cfg.tag),
         )
+        store.write_artifacts(splits.artifacts)
         result = fit(
-            model, splits, make_optimizer, settings, regime, cfg.seed, store, logger, desc=key
+            model,
+            splits,
+            make_optimizer,
+            settings,
+            regime,
+            cfg.seed,
+            store,
+            logger,
+            desc=key,
+            schedule=schedule,
         )
+        store.write_predictions(result.test_predictions, result.test_targets)
     except BaseException as err:
         metrics["error"] = f"{type(err).__name__}: {err}"
         store.write_error(traceback.format_exc())

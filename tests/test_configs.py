@@ -11,7 +11,7 @@ from lerac.store import run_group
 from lerac.train import CONF_DIR, build
 from tests.conftest import TINY, compose_config
 
-GROUPS = ["model", "dataset", "regime", "optimizer", "logger", "paths"]
+GROUPS = ["model", "dataset", "regime", "optimizer", "schedule", "logger", "paths"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
 

@@ -13,6 +13,7 @@ from lerac.curriculum import initial_rates
 from lerac.data.digits import load_digits
 from lerac.loop import TrainerSettings, fit
 from lerac.regimes import Conventional, LearningRateCurriculum
+from lerac.schedules import ReduceOnPlateau
 from lerac.store import RunStore
 from lerac.train import train
 from tests.conftest import TINY, compose_config
@@ -161,7 +162,6 @@ def flat_fit(regime, tmp_path, **settings):
         batch_size=256,
         device="cpu",
         progress=False,
-        plateau_patience=0,
         early_stopping_patience=3,
     )
     result = fit(
@@ -171,6 +171,7 @@ def flat_fit(regime, tmp_path, **settings):
         TrainerSettings(**{**defaults, **settings}),
         regime,
         store=store,
+        schedule=ReduceOnPlateau(patience=0),
     )
     store.close()
     return result, read_csv(tmp_path / "history.csv")

@@ -3,6 +3,16 @@ where they live (CPU or GPU memory) with index slices of a seeded permutation.
 
 Images stay in their stored dtype (uint8 for CIFAR) and are normalized per batch, so a
 whole data set fits on the device and no worker processes are needed.
+
+The loop only sees :meth:`Splits.loaders`: three loaders that yield ``(inputs, targets)``
+already on the training device. In-memory families return :class:`TensorLoader`s; a
+family too large for memory (ImageNet-200) subclasses :class:`Splits` and returns
+streaming loaders with the same interface (``__len__``, ``__iter__``, ``num_examples``,
+``state_dict``/``load_state_dict`` for the shuffling order).
+
+Per batch, in order: ``augment`` (training batches only; may change targets, e.g. mix-up
+gives soft targets of shape (B, C)), then ``prepare`` (every split: normalize images,
+trim text padding). Both run on the device, on whole batches.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import torch
 from torch import Tensor
 
 Inputs = Any  # a tensor, or a dict of tensors with the same first dimension
+BatchTransform = Callable[[Inputs, Tensor], tuple[Inputs, Tensor]]
 
 
 def take(inputs: Inputs, index: Tensor) -> Inputs:
@@ -40,7 +51,9 @@ class Splits:
     ``input_spec`` is what the model needs to know about the inputs (for images:
     ``in_channels`` and ``image_size``); it is passed to the model's constructor.
     ``mean``/``std`` (shape (1, C, 1, 1)) normalize image batches; None leaves inputs as
-    they are.
+    they are. ``prepare`` replaces that normalization when set (e.g. trimming padding).
+    ``augment`` acts on training batches only. ``artifacts`` are files the run keeps
+    (name -> text), e.g. an LSTM's vocabulary, so its predictions can be reproduced.
     """
 
     train: tuple[Inputs, Tensor]
@@ -50,9 +63,14 @@ class Splits:
     input_spec: dict[str, Any] = field(default_factory=dict)
     mean: Tensor | None = None
     std: Tensor | None = None
+    prepare: Callable[[Inputs], Inputs] | None = None
+    augment: BatchTransform | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
 
     def normalizer(self, device: torch.device | str = "cpu") -> Callable[[Inputs], Inputs]:
         """A per-batch transform with the statistics already on ``device`` (no copy per batch)."""
+        if self.prepare is not None:
+            return self.prepare
         if self.mean is None:
             return lambda x: x
         mean, std = self.mean.to(device), self.std.to(device)
@@ -60,6 +78,32 @@ class Splits:
 
     def sizes(self) -> dict[str, int]:
         return {name: count(getattr(self, name)[0]) for name in ("train", "val", "test")}
+
+    def loaders(
+        self,
+        batch_size: int,
+        device: torch.device | str,
+        seed: int = 0,
+        limit_train_batches: int | None = None,
+        limit_eval_batches: int | None = None,
+    ) -> tuple[TensorLoader, TensorLoader, TensorLoader]:
+        """Train (shuffled, augmented), validation and test loaders on ``device``."""
+        normalize = self.normalizer(device)
+
+        def loader(split: str, train: bool) -> TensorLoader:
+            inputs, targets = getattr(self, split)
+            return TensorLoader(
+                move(inputs, device),
+                targets.to(device),
+                batch_size,
+                shuffle=train,
+                seed=seed,
+                transform=normalize,
+                augment=self.augment if train else None,
+                max_batches=limit_train_batches if train else limit_eval_batches,
+            )
+
+        return loader("train", True), loader("val", False), loader("test", False)
 
 
 def hold_out(
@@ -112,7 +156,8 @@ class TensorLoader:
     Shuffling draws a new permutation each epoch from a generator seeded once, so runs
     with the same seed see the same batches. A training batch of a single example is
     dropped (batch norm cannot train on it); evaluation keeps every example.
-    ``max_batches`` caps the batches per epoch (smoke tests of a whole grid).
+    ``max_batches`` caps the batches per epoch (smoke tests of a whole grid). ``augment``
+    maps (inputs, targets) of a batch in stored dtype before ``transform`` maps inputs.
     """
 
     def __init__(
@@ -122,8 +167,9 @@ class TensorLoader:
         batch_size: int,
         shuffle: bool,
         seed: int = 0,
-        transform=None,
+        transform: Callable[[Inputs], Inputs] | None = None,
         max_batches: int | None = None,
+        augment: BatchTransform | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -132,6 +178,7 @@ class TensorLoader:
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
         self.transform = transform or (lambda x: x)
+        self.augment = augment
         n = len(targets)
         full, rest = divmod(n, batch_size)
         batches = full + (1 if rest > (1 if shuffle else 0) else 0)
@@ -144,6 +191,13 @@ class TensorLoader:
     def num_examples(self) -> int:
         return min(len(self.targets), self.num_batches * self.batch_size)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The shuffling generator's state: restoring it replays the same epoch orders."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
     def __iter__(self) -> Iterator[tuple[Inputs, Tensor]]:
         n = len(self.targets)
         if self.shuffle:
@@ -152,4 +206,7 @@ class TensorLoader:
             order = torch.arange(n, device=self.targets.device)
         for b in range(self.num_batches):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.transform(take(self.inputs, index)), self.targets[index]
+            inputs, targets = take(self.inputs, index), self.targets[index]
+            if self.augment is not None:
+                inputs, targets = self.augment(inputs, targets)
+            yield self.transform(inputs), targets

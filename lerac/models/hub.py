@@ -1,0 +1,76 @@
+"""Pretrained weights from a local directory or the HuggingFace hub, with one clear error.
+
+Every HuggingFace-backed model (CvT-13, BERT, any ``hf_*`` model) loads through
+:func:`from_pretrained`: a local directory written by ``save_pretrained`` is used as it
+is; a hub id is looked up in the local cache first and downloaded only if the cache lacks
+it. When neither works (the hub is unreachable on these machines) the run ends with a
+:class:`PretrainedUnavailable` that says how to provide the files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lerac.errors import LeRaCError
+
+
+class PretrainedUnavailable(LeRaCError):
+    """Pretrained weights (or a tokenizer / image processor) could not be loaded."""
+
+
+def from_pretrained(cls: Any, source: str, what: str = "weights", **kwargs: Any) -> Any:
+    """``cls.from_pretrained(source)`` from a local directory, the cache, or the hub.
+
+    ``cls`` is any HuggingFace class with ``from_pretrained`` (a model, a tokenizer, an
+    image processor); ``what`` names it in the error message.
+    """
+    source = str(source)
+    local = Path(source).expanduser()
+    if local.is_dir():
+        try:
+            return cls.from_pretrained(str(local), local_files_only=True, **kwargs)
+        except (OSError, ValueError) as err:
+            raise PretrainedUnavailable(
+                f"{what} could not be loaded from the directory {local} ({_first_line(err)}); "
+                "write it with save_pretrained(...) so it holds config.json and the weights"
+            ) from err
+    if not _looks_like_hub_id(source):
+        raise PretrainedUnavailable(
+            f"{what}: the directory {local} does not exist; point model.pretrained at a "
+            "directory written by save_pretrained, or at a hub id such as microsoft/cvt-13"
+        )
+    try:
+        return cls.from_pretrained(source, local_files_only=True, **kwargs)
+    except (OSError, ValueError):
+        pass  # not cached: try the hub below, unless told to stay offline
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if not offline:
+        try:
+            return cls.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as err:
+            reason = _first_line(err)
+        except Exception as err:  # network layers raise their own types
+            reason = f"{type(err).__name__}: {_first_line(err)}"
+    else:
+        reason = "HF_HUB_OFFLINE is set and the cache does not hold it"
+    raise PretrainedUnavailable(
+        f"{what} '{source}' could not be loaded ({reason}). On a machine with network "
+        f'access run: python -c "from transformers import {cls.__name__} as C; '
+        f"C.from_pretrained('{source}').save_pretrained('weights/{source.split('/')[-1]}')\" "
+        f"(or `huggingface-cli download {source} --local-dir weights/"
+        f"{source.split('/')[-1]}`), copy that folder here and set "
+        f"model.pretrained=weights/{source.split('/')[-1]}"
+    )
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    """``name`` or ``org/name``; anything else is meant as a local path."""
+    parts = source.split("/")
+    return len(parts) <= 2 and all(parts) and not source.startswith((".", "~"))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
