@@ -122,9 +122,11 @@ def test_uint8_storage_and_to_unit():
 def test_spectrograms_are_cached_and_recomputed_when_a_file_changes(
     data_dir, tmp_path, monkeypatch
 ):
-    first = small_esc50(data_dir, tmp_path)
-    files = list((tmp_path / "cache" / "spectrograms").glob("esc50-*.pt"))
-    assert len(files) == 1
+    small_esc50(data_dir, tmp_path)
+    cache = tmp_path / "cache" / "spectrograms"
+    assert len(list(cache.glob("esc50-*.pt"))) == 1
+    cached = torch.load(next(cache.glob("esc50-*.pt")))
+    assert cached.shape == (60, *SMALL_SHAPE) and cached.dtype == torch.float16
 
     def refuse(*args, **kwargs):
         raise AssertionError("computed again instead of read from the cache")
@@ -132,10 +134,17 @@ def test_spectrograms_are_cached_and_recomputed_when_a_file_changes(
     with monkeypatch.context() as m:
         m.setattr(spec, "compute_spectrograms", refuse)
         again = small_esc50(data_dir, tmp_path, fold=4)  # another fold: the same cache
-    assert torch.equal(first.train[0][:0], again.train[0][:0])
+    # Fold 4's test clips are rows of the cached tensor.
+    rows = again.test[0].flatten(1)
+    assert (rows[:, None] == cached.flatten(1)[None]).all(-1).any(1).all()
+
     other = small_esc50(data_dir, tmp_path, storage="uint8")  # another setting: a new file
     assert other.train[0].dtype == torch.uint8
-    assert len(list((tmp_path / "cache" / "spectrograms").glob("esc50-*.pt"))) == 2
+    assert len(list(cache.glob("esc50-*.pt"))) == 2
+    clip = next((data_dir / "ESC-50" / "audio").glob("*.wav"))
+    clip.write_bytes(clip.read_bytes())  # a new modification time: a new file
+    small_esc50(data_dir, tmp_path)
+    assert len(list(cache.glob("esc50-*.pt"))) == 3
 
 
 # --- the three layouts -------------------------------------------------------------

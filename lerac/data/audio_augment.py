@@ -15,7 +15,7 @@ normalised log-mel map (B, 1, mels, frames) rather than on the waveform:
   change would also move the pitch, which a mel axis cannot follow linearly;
 - SpecAugment (Park et al. 2019) with torchaudio's FrequencyMasking and TimeMasking,
   masks drawn independently per sample, up to ``freq_mask`` and ``time_mask`` of the axis;
-- mix-up (Zhang et al. 2018): x = lam * x_i + (1 - lam) * x_j with a random partner j
+- mix-up (Zhang et al. 2018): x = lam * x_i + (1 - lam) * x_j with a random partner j != i
   and lam ~ Beta(alpha, alpha); the targets become soft (B, C) class probabilities
   (the loop takes them as they are).
 Randomness comes from torch's global generators, which the entrypoint seeds.
@@ -113,7 +113,10 @@ class MixUp:
         lam = torch.where(
             chosen(x, self.p), beta.sample((len(x),)), torch.ones((), device=x.device)
         )
-        partner = torch.randperm(len(x), device=x.device)
+        # A random cycle through the batch: nobody is their own partner (when B > 1).
+        order = torch.randperm(len(x), device=x.device)
+        partner = torch.empty_like(order)
+        partner[order] = order.roll(1)
         mixed = lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[partner]
         return mixed, lam.view(-1, 1) * soft + (1 - lam.view(-1, 1)) * soft[partner]
 
