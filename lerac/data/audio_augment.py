@@ -34,9 +34,11 @@ from lerac.data.spectrogram import to_unit
 from lerac.errors import ConfigError
 
 
-def chosen(x: Tensor, p: float) -> Tensor:
-    """Which samples of the batch an augmentation acts on."""
-    return torch.rand(len(x), device=x.device) < p
+def per_sample(x: Tensor, p: float, augmented: Tensor) -> Tensor:
+    """``augmented`` where a sample is drawn (probability ``p``), ``x`` elsewhere. The whole
+    batch is augmented and then chosen from: no index lists, so no device sync."""
+    pick = torch.rand(len(x), device=x.device) < p
+    return torch.where(pick.view(-1, *[1] * (x.ndim - 1)), augmented, x)
 
 
 def warp_time(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
@@ -54,9 +56,7 @@ class Noise:
         self.p, self.std = p, std
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        pick = chosen(x, self.p)
-        noisy = (x[pick] + self.std * torch.randn_like(x[pick])).clamp_(0, 1)
-        return x.index_put((pick,), noisy), y
+        return per_sample(x, self.p, (x + self.std * torch.randn_like(x)).clamp(0, 1)), y
 
 
 class TimeShift:
@@ -64,10 +64,8 @@ class TimeShift:
         self.p, self.max_fraction = p, max_fraction
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        pick = chosen(x, self.p)
-        n = int(pick.sum())
-        shift = (2 * torch.rand(n, device=x.device) - 1) * self.max_fraction
-        return x.index_put((pick,), warp_time(x[pick], torch.ones_like(shift), shift)), y
+        shift = (2 * torch.rand(len(x), device=x.device) - 1) * self.max_fraction
+        return per_sample(x, self.p, warp_time(x, torch.ones_like(shift), shift)), y
 
 
 class Speed:
@@ -77,10 +75,8 @@ class Speed:
         self.p, self.low, self.high = p, min, max
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        pick = chosen(x, self.p)
-        n = int(pick.sum())
-        factor = self.low + (self.high - self.low) * torch.rand(n, device=x.device)
-        return x.index_put((pick,), warp_time(x[pick], factor, torch.zeros_like(factor))), y
+        factor = self.low + (self.high - self.low) * torch.rand(len(x), device=x.device)
+        return per_sample(x, self.p, warp_time(x, factor, torch.zeros_like(factor))), y
 
 
 class SpecAugment:
@@ -90,13 +86,9 @@ class SpecAugment:
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         import torchaudio.transforms as T
 
-        pick = chosen(x, self.p)
-        masked = x[pick]
-        if len(masked):
-            freq = T.FrequencyMasking(max(1, int(self.freq_mask * x.shape[-2])), iid_masks=True)
-            time = T.TimeMasking(max(1, int(self.time_mask * x.shape[-1])), iid_masks=True)
-            masked = time(freq(masked))
-        return x.index_put((pick,), masked), y
+        freq = T.FrequencyMasking(max(1, int(self.freq_mask * x.shape[-2])), iid_masks=True)
+        time = T.TimeMasking(max(1, int(self.time_mask * x.shape[-1])), iid_masks=True)
+        return per_sample(x, self.p, time(freq(x))), y
 
 
 class MixUp:
@@ -110,9 +102,7 @@ class MixUp:
         beta = torch.distributions.Beta(
             torch.tensor(self.alpha, device=x.device), torch.tensor(self.alpha, device=x.device)
         )
-        lam = torch.where(
-            chosen(x, self.p), beta.sample((len(x),)), torch.ones((), device=x.device)
-        )
+        lam = per_sample(torch.ones(len(x), device=x.device), self.p, beta.sample((len(x),)))
         # A random cycle through the batch: nobody is their own partner (when B > 1).
         order = torch.randperm(len(x), device=x.device)
         partner = torch.empty_like(order)
