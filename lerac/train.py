@@ -42,7 +42,14 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys a group file carries for people, checks and reports, not for its constructor.
 METADATA_KEYS = ("id", "table1", "modality", "modalities")
 # Settings that do not change what a run computes.
-BOOKKEEPING = ("overwrite", "trainer.progress", "trainer.keep_checkpoint", "logger", "paths", "hydra")
+BOOKKEEPING = (
+    "overwrite",
+    "trainer.progress",
+    "trainer.keep_checkpoint",
+    "logger",
+    "paths",
+    "hydra",
+)
 
 OmegaConf.register_new_resolver("run_key", run_key, replace=True)
 log = logging.getLogger("lerac")
