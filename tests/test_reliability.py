@@ -271,3 +271,18 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     Checkpoint(run_dir).save({"progress": {"epoch": 1}})
     with pytest.raises(Exception, match=r"other settings .*overwrite=true"):
         train(compose_config(TINY), run_dir)
+
+
+def test_errors_raised_inside_instantiate_reach_the_user_unwrapped():
+    from omegaconf import OmegaConf
+
+    from lerac.errors import ConfigError
+    from lerac.train import build
+
+    node = OmegaConf.create(
+        {"id": "x", "_target_": "lerac.regimes.LearningRateCurriculum", "k": 0}
+        | {"lr_first": 0.1, "lr_last": 1e-8}
+    )
+    with pytest.raises(ConfigError, match=r"^regime.k must be a positive number") as err:
+        build(node)
+    assert err.type is ConfigError  # not Hydra's InstantiationException around it
