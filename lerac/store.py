@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch.optim import Optimizer
 
 from lerac.errors import RunLocked
@@ -74,10 +75,32 @@ def read_metrics(path: str | Path) -> dict[str, Any] | None:
     try:
         metrics = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return {"status": CORRUPT, "error": f"{file} cannot be read: {err}"}
+        return {
+            **_identity(file.parent),
+            "status": CORRUPT,
+            "error": f"{file} cannot be read: {err}",
+        }
     if not isinstance(metrics, dict):
-        return {"status": CORRUPT, "error": f"{file} does not hold a JSON object"}
+        return {
+            **_identity(file.parent),
+            "status": CORRUPT,
+            "error": f"{file} is not a JSON object",
+        }
     return metrics
+
+
+def _identity(run_dir: Path) -> dict[str, Any]:
+    """dataset, model, regime, seed, tag from the run's config.yaml, where it is readable,
+    so a run with a corrupt metrics.json is still listed in its group."""
+    try:
+        cfg = yaml.safe_load((run_dir / CONFIG).read_text())
+        return {
+            **{group: cfg[group]["id"] for group in ("dataset", "model", "regime")},
+            "seed": cfg["seed"],
+            "tag": cfg.get("tag", ""),
+        }
+    except Exception:  # no config or a damaged one: the marker alone
+        return {}
 
 
 def find_runs(root: str | Path) -> list[dict[str, Any]]:

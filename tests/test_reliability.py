@@ -248,10 +248,19 @@ def test_corrupt_and_partial_run_dirs_are_listed(tmp_path):
         (tmp_path / name / METRICS).write_text(text)
     (tmp_path / "list").mkdir()
     (tmp_path / "list" / METRICS).write_text("[1, 2]")
+    (tmp_path / "cut" / "config.yaml").write_text(
+        "seed: 3\ntag: ''\ndataset: {id: digits}\nmodel: {id: resnet18}\nregime: {id: lerac}\n"
+    )
     runs = {Path(r["run_dir"]).name: r for r in find_runs(tmp_path)}
     assert runs["good"]["status"] == "completed"
     assert runs["cut"]["status"] == "corrupt" and "cannot be read" in runs["cut"]["error"]
-    assert runs["list"]["status"] == "corrupt"
+    # Listed in its group, from config.yaml, so a report can name it.
+    assert (runs["cut"]["dataset"], runs["cut"]["regime"], runs["cut"]["seed"]) == (
+        "digits",
+        "lerac",
+        3,
+    )
+    assert runs["list"]["status"] == "corrupt" and "dataset" not in runs["list"]
 
 
 def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path):
