@@ -303,3 +303,30 @@ def test_errors_raised_inside_instantiate_reach_the_user_unwrapped():
     with pytest.raises(ConfigError, match=r"^regime.k must be a positive number") as err:
         build(node)
     assert err.type is ConfigError  # not Hydra's InstantiationException around it
+
+
+def test_a_run_that_stopped_early_does_not_train_on_when_resumed(tmp_path):
+    # A linear model at lr 1e-6 never improves: early stopping ends it after epoch 4. A
+    # crash before metrics.json was written must not make the resume train epochs 5-12.
+    from lerac.data.digits import load_digits
+    from lerac.loop import TrainerSettings, fit
+    from lerac.regimes import Conventional
+
+    settings = TrainerSettings(12, 256, "cpu", progress=False, early_stopping_patience=3)
+    checkpoint = Checkpoint(tmp_path)
+
+    def run():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        store = RunStore(tmp_path)
+        optimizer = lambda groups: torch.optim.SGD(groups, lr=1e-6)  # noqa: E731
+        result = fit(model, load_digits(), optimizer, settings, Conventional(), store=store,
+                     checkpoint=checkpoint)  # fmt: skip
+        store.close()
+        return result
+
+    first = run()
+    assert first.epochs == 4 and checkpoint.exists()
+    again = run()
+    assert (again.epochs, again.resumed_from_epoch, again.test_acc) == (4, 4, first.test_acc)
+    assert [r["epoch"] for r in rows(tmp_path / "history.csv")] == ["1", "2", "3", "4"]
