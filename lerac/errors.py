@@ -1,5 +1,11 @@
 """Errors the suite reports as one clear line instead of a traceback."""
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class LeRaCError(Exception):
     """A problem the user can fix; its message names the problem and the fix."""
@@ -11,3 +17,30 @@ class ConfigError(LeRaCError, ValueError):
 
 class DataNotFoundError(LeRaCError, FileNotFoundError):
     """A data set is missing from disk."""
+
+
+class CorruptDataError(LeRaCError):
+    """A file inside a data set cannot be read (damaged, partial, wrong format)."""
+
+
+class RunLocked(LeRaCError):
+    """Another live process is training in the same run directory."""
+
+
+class RunInterrupted(Exception):  # noqa: N818 - a state, not a fault: not a LeRaCError
+    """SIGTERM / SIGUSR1 / SIGUSR2 stopped the run; its last checkpoint stands and the same
+    command resumes it. Not a LeRaCError: a sweep must stop here, not go on."""
+
+
+@contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Name ``path`` when reading it fails: ``with reading(file): data = pickle.load(...)``."""
+    try:
+        yield
+    except LeRaCError:
+        raise
+    except Exception as err:
+        raise CorruptDataError(
+            f"{path} cannot be read ({type(err).__name__}: {err}); the file is damaged, "
+            "partial or not in the expected format: fetch the data set again"
+        ) from err

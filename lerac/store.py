@@ -7,21 +7,32 @@
   predictions.csv  index,target,prediction: the test set's predicted classes (McNemar)
   config.yaml      the resolved config the run was trained with
   error.log        the traceback of a failed run
+  checkpoint.pt    the state after the last finished epoch (lerac/checkpoint.py); pruned
+                   once the run is complete unless trainer.keep_checkpoint=true
+  .lock            held (flock) by the process training in the directory
 
-A report finds runs by walking a directory for metrics.json; no database.
+metrics.json's ``status`` is running, completed, failed or interrupted. Whole files are
+written under a temporary name and renamed; history.csv and lr_schedule.csv grow by
+appending and are rewritten from the checkpoint on resume, so a crash never leaves a
+half-written file behind for long. A report finds runs by walking a directory for
+metrics.json; no database.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch.optim import Optimizer
 
+from lerac.errors import RunLocked
 from lerac.layers import Layer
 
 METRICS = "metrics.json"
@@ -31,6 +42,8 @@ LAYERS = "layers.csv"
 PREDICTIONS = "predictions.csv"
 CONFIG = "config.yaml"
 ERROR_LOG = "error.log"
+LOCK = ".lock"
+CORRUPT = "corrupt"  # metrics.json ``status`` read_metrics gives a file it cannot parse
 HISTORY_FIELDS = [
     "epoch",
     "train_loss",
@@ -54,10 +67,40 @@ def run_key(dataset: str, model: str, regime: str, seed: int, tag: str = "") -> 
 
 
 def read_metrics(path: str | Path) -> dict[str, Any] | None:
+    """The run's metrics; None without a metrics.json; ``{"status": "corrupt", "error":
+    ...}`` when it cannot be parsed, so a report lists the run instead of failing."""
     file = Path(path) / METRICS
     if not file.is_file():
         return None
-    return json.loads(file.read_text())
+    try:
+        metrics = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return {
+            **_identity(file.parent),
+            "status": CORRUPT,
+            "error": f"{file} cannot be read: {err}",
+        }
+    if not isinstance(metrics, dict):
+        return {
+            **_identity(file.parent),
+            "status": CORRUPT,
+            "error": f"{file} is not a JSON object",
+        }
+    return metrics
+
+
+def _identity(run_dir: Path) -> dict[str, Any]:
+    """dataset, model, regime, seed, tag from the run's config.yaml, where it is readable,
+    so a run with a corrupt metrics.json is still listed in its group."""
+    try:
+        cfg = yaml.safe_load((run_dir / CONFIG).read_text())
+        return {
+            **{group: cfg[group]["id"] for group in ("dataset", "model", "regime")},
+            "seed": cfg["seed"],
+            "tag": cfg.get("tag", ""),
+        }
+    except Exception:  # no config or a damaged one: the marker alone
+        return {}
 
 
 def find_runs(root: str | Path) -> list[dict[str, Any]]:
@@ -77,24 +120,35 @@ class RunStore:
         self._files: list[Any] = []
         self._layer_index: dict[str, int] = {}
 
-    def _open(self, name: str):
-        f = open(self.dir / name, "w", newline="")
+    def _append(self, name: str):
+        f = open(self.dir / name, "a", newline="")
         self._files.append(f)
         return f
 
-    def start(self, layers: Iterable[Layer]) -> None:
-        """Write layers.csv and open the files that grow during training."""
+    def start(
+        self,
+        layers: Iterable[Layer],
+        history: list[dict[str, Any]] | None = None,
+        step: int = 0,
+    ) -> None:
+        """Write layers.csv and open the files that grow during training. Resuming
+        (``history``: the checkpoint's rows), history.csv is rewritten from those rows and
+        lr_schedule.csv keeps its rows before ``step``, dropping what the interrupted epoch
+        had logged (and a line cut short by a crash)."""
         (self.dir / ERROR_LOG).unlink(missing_ok=True)  # from an earlier failed attempt
-        with open(self.dir / LAYERS, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["layer", "name", "params"])
-            for i, layer in enumerate(layers):
-                writer.writerow([i, layer.name, layer.numel])
-                self._layer_index[layer.name] = i
-        self._lr = csv.writer(self._open(LR_SCHEDULE))
-        self._lr.writerow(["step", "layer", "lr"])
-        self._history = csv.DictWriter(self._open(HISTORY), HISTORY_FIELDS)
-        self._history.writeheader()
+        layers = list(layers)
+        self._layer_index = {layer.name: i for i, layer in enumerate(layers)}
+        self._write_csv(
+            LAYERS,
+            ["layer", "name", "params"],
+            ([i, layer.name, layer.numel] for i, layer in enumerate(layers)),
+        )
+        kept = _read_rows(self.dir / LR_SCHEDULE, 3, lambda r: int(r[0]) < step) if history else []
+        self._write_csv(LR_SCHEDULE, ["step", "layer", "lr"], kept)
+        rows = ([row[f] for f in HISTORY_FIELDS] for row in history or [])
+        self._write_csv(HISTORY, HISTORY_FIELDS, rows)
+        self._lr = csv.writer(self._append(LR_SCHEDULE))
+        self._history = csv.DictWriter(self._append(HISTORY), HISTORY_FIELDS)
 
     def log_lrs(self, step: int, optimizer: Optimizer) -> None:
         """One row per layer with the lr its param group has now."""
@@ -123,10 +177,12 @@ class RunStore:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.dir / name)
 
     def write_error(self, traceback_text: str) -> None:
-        (self.dir / ERROR_LOG).write_text(traceback_text)
+        _write_atomic(self.dir / ERROR_LOG, traceback_text)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         _write_atomic(self.dir / METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -140,5 +196,61 @@ class RunStore:
 def _write_atomic(path: Path, text: str) -> None:
     """Write then rename, so a reader (or a crash) never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _read_rows(path: Path, width: int, keep: Any) -> list[list[str]]:
+    """Data rows of a CSV file that are whole (``width`` cells) and pass ``keep``."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    kept = []
+    for row in rows:
+        try:
+            if len(row) == width and keep(row):
+                kept.append(row)
+        except ValueError:  # a line a crash cut short
+            continue
+    return kept
+
+
+class RunLock:
+    """One process per run directory: an exclusive ``flock`` on ``<run_dir>/.lock``.
+
+    The kernel drops the lock when its process dies (even by SIGKILL), so a stale lock
+    never blocks a resume; the file records pid and host for the message.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK
+        self._file = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunLocked(
+                f"{self.path.parent} is in use by {holder}; wait for it to finish (or stop "
+                "it), or give this run another tag=... or paths.output_dir=..."
+            ) from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None

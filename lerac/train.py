@@ -4,16 +4,22 @@ Composes conf/train.yaml (groups model, dataset, regime, optimizer, logger, path
 builds each piece from its ``_target_``, trains, and leaves the run's files in
 ``paths.output_dir/<dataset>_<model>_<regime>[_<tag>]_seed<N>``. A run whose directory
 already holds a completed metrics.json is skipped, so an interrupted sweep can simply be
-started again (``overwrite=true`` retrains).
+started again (``overwrite=true`` retrains); a run stopped in the middle (killed,
+preempted, SIGTERM) resumes from its last epoch's checkpoint. The config is validated
+(lerac/validate.py) before anything is built; a user error prints one ``error: ...`` line
+and exits 2, an interruption exits 3.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +27,60 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lerac.errors import ConfigError, LeRaCError
+from lerac.checkpoint import Checkpoint, StopSignals
+from lerac.errors import ConfigError, CorruptDataError, LeRaCError, RunInterrupted
 from lerac.loop import TrainerSettings, fit
-from lerac.store import CONFIG, RunStore, read_metrics, run_group, run_key
+from lerac.store import CONFIG, ERROR_LOG, RunLock, RunStore, read_metrics, run_group, run_key
 from lerac.tracking import NoLogger
+from lerac.validate import check_modality, validate  # noqa: F401 - check_modality: moved
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys a group file carries for people, checks and reports, not for its constructor.
 METADATA_KEYS = ("id", "table1", "modality", "modalities")
 # Settings that do not change what a run computes.
-BOOKKEEPING = ("overwrite", "trainer.progress", "logger", "paths", "hydra")
+BOOKKEEPING = (
+    "overwrite",
+    "trainer.progress",
+    "trainer.keep_checkpoint",
+    "logger",
+    "paths",
+    "hydra",
+)
 
 OmegaConf.register_new_resolver("run_key", run_key, replace=True)
 log = logging.getLogger("lerac")
+EXIT_USER_ERROR = 2  # a config or data problem the user can fix (one `error:` line)
+EXIT_INTERRUPTED = 3  # SIGTERM/SIGUSR1/SIGUSR2: checkpointed, the same command resumes
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate a group's ``_target_``, leaving out its metadata keys."""
+    """Instantiate a group's ``_target_``, leaving out its metadata keys. A user error
+    raised by the constructor reaches the user as it is, not in Hydra's wrapping."""
     container = OmegaConf.to_container(node, resolve=True)
     for key in METADATA_KEYS:
         container.pop(key, None)
-    return instantiate(container, **kwargs)
+    try:
+        return instantiate(container, **kwargs)
+    except InstantiationException as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        raise cause from cause.__cause__
+
+
+def user_error(err: BaseException | None) -> LeRaCError | None:
+    """The first LeRaCError in ``err``'s chain of causes."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, LeRaCError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -75,16 +111,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_modality(cfg: DictConfig) -> None:
-    """A model and a data set of different kinds fail here, before any data is read."""
-    kind = cfg.dataset.get("modality", "image")
-    takes = list(cfg.model.get("modalities", ["image"]))
-    if kind not in takes:
-        raise ConfigError(
-            f"model={cfg.model.id} takes {' or '.join(takes)} data but dataset={cfg.dataset.id} "
-            f"is {kind} data; pick a {' or '.join(takes)} data set or a model for {kind} data "
-            "(the README lists both)"
-        )
+@contextmanager
+def deterministic(enabled: bool) -> Iterator[None]:
+    """``trainer.deterministic``: PyTorch's deterministic algorithms (an error for an op
+    that has none), no cuDNN autotuning; the previous settings come back afterwards."""
+    if not enabled:
+        yield
+        return
+    # cuBLAS needs a fixed workspace to be deterministic (PyTorch "Reproducibility" notes).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
 
 
 def describe(cfg: DictConfig) -> dict[str, Any]:
@@ -99,8 +142,28 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def read_data(cfg: DictConfig, store: RunStore) -> Any:
+    """Build the data set; a file that cannot be read becomes one clear error (families
+    name the exact file with ``lerac.errors.reading``; this names the data set)."""
+    try:
+        return build(cfg.dataset)
+    except LeRaCError:
+        raise
+    except Exception as err:
+        root = err
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise CorruptDataError(
+            f"dataset={cfg.dataset.id} could not be read ({type(root).__name__}: {root}); a "
+            "file of it is damaged, partial or not in the expected format: fetch it again "
+            f"(paths.data_dir={cfg.paths.data_dir}; traceback in {store.dir / ERROR_LOG})"
+        ) from err
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train one run described by ``cfg`` into ``run_dir``; return its metrics."""
+    """Train one run described by ``cfg`` into ``run_dir``, resuming from its checkpoint
+    when it holds one; return its metrics."""
+    validate(cfg)  # one clear error before anything is built or read
     identity = describe(cfg)
     key = run_key(identity["dataset"], identity["model"], identity["regime"], cfg.seed, cfg.tag)
     previous = read_metrics(run_dir)
@@ -116,67 +179,82 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         return previous
 
     settings = TrainerSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    check_modality(cfg)
-    regime = build(cfg.regime)  # config errors surface before any data is read
+    regime = build(cfg.regime)
     schedule = build(cfg.schedule)
-    k = cfg.regime.get("k")
-    if k is not None and k >= settings.max_epochs:
-        warnings.warn(
-            f"regime.k={k} >= trainer.max_epochs={settings.max_epochs}: the curriculum never ends",
-            stacklevel=2,
-        )
-
     store = RunStore(run_dir)
-    OmegaConf.save(cfg, store.dir / CONFIG, resolve=True)
-    logger: NoLogger = build(cfg.logger)
-    metrics: dict[str, Any] = {**identity, "key": key, "status": "failed"}
-    try:
-        seed_everything(cfg.seed)
-        splits = build(cfg.dataset)
-        model = build(cfg.model, num_classes=splits.num_classes, **splits.input_spec)
-        make_optimizer = build(cfg.optimizer, _partial_=True)
-        logger.start(
-            OmegaConf.to_container(cfg, resolve=True),
-            str(store.dir),
-            key,
-            group=run_group(identity["dataset"], identity["model"], identity["regime"], cfg.tag),
-        )
-        store.write_artifacts(splits.artifacts)
-        result = fit(
-            model,
-            splits,
-            make_optimizer,
-            settings,
-            regime,
-            cfg.seed,
-            store,
-            logger,
-            desc=key,
-            schedule=schedule,
-        )
-        store.write_predictions(result.test_predictions, result.test_targets)
-    except BaseException as err:
-        metrics["error"] = f"{type(err).__name__}: {err}"
-        store.write_error(traceback.format_exc())
-        store.write_metrics(metrics)
-        logger.finish(metrics, failed=True)
-        raise
-    finally:
-        store.close()
+    with RunLock(store.dir), deterministic(settings.deterministic), StopSignals() as stop:
+        checkpoint = Checkpoint(store.dir)
+        if cfg.overwrite:
+            checkpoint.prune()
+        elif checkpoint.exists() and (changed := config_changes(store.dir / CONFIG, cfg)):
+            raise ConfigError(
+                f"{store.dir} holds a checkpoint of this run with other settings "
+                f"({', '.join(changed)}); run again with overwrite=true to start afresh, or "
+                "give the variant a tag=..."
+            )
+        store.write_artifacts({CONFIG: OmegaConf.to_yaml(cfg, resolve=True)})
+        metrics: dict[str, Any] = {**identity, "key": key, "status": "running"}
+        store.write_metrics(metrics)  # a killed run is listed, not invisible
+        logger: NoLogger = build(cfg.logger)
+        try:
+            seed_everything(cfg.seed)
+            splits = read_data(cfg, store)
+            model = build(cfg.model, num_classes=splits.num_classes, **splits.input_spec)
+            make_optimizer = build(cfg.optimizer, _partial_=True)
+            logger.start(
+                OmegaConf.to_container(cfg, resolve=True),
+                str(store.dir),
+                key,
+                group=run_group(
+                    identity["dataset"], identity["model"], identity["regime"], cfg.tag
+                ),
+            )
+            store.write_artifacts(splits.artifacts)
+            result = fit(
+                model,
+                splits,
+                make_optimizer,
+                settings,
+                regime,
+                cfg.seed,
+                store,
+                logger,
+                desc=key,
+                schedule=schedule,
+                checkpoint=checkpoint,
+                stop=stop,
+            )
+            store.write_predictions(result.test_predictions, result.test_targets)
+        except (RunInterrupted, KeyboardInterrupt) as err:
+            metrics.update(status="interrupted", error=f"{type(err).__name__}: {err}")
+            store.write_metrics(metrics)
+            logger.finish(metrics, failed=True)
+            raise
+        except BaseException as err:
+            metrics.update(status="failed", error=f"{type(err).__name__}: {err}")
+            store.write_error(traceback.format_exc())
+            store.write_metrics(metrics)
+            logger.finish(metrics, failed=True)
+            raise
+        finally:
+            store.close()
 
-    metrics.update(
-        status="completed",
-        test_acc=round(result.test_acc, 4),
-        val_acc=round(result.val_acc, 4),
-        test_loss=round(result.test_loss, 6),
-        best_epoch=result.best_epoch,
-        epochs=result.epochs,
-        train_seconds=round(result.train_seconds, 3),
-        layers=len(result.layers),
-        params=sum(layer.numel for layer in result.layers),
-        data_sizes=splits.sizes(),
-    )
-    store.write_metrics(metrics)
+        metrics.update(
+            status="completed",
+            test_acc=round(result.test_acc, 4),
+            val_acc=round(result.val_acc, 4),
+            test_loss=round(result.test_loss, 6),
+            best_epoch=result.best_epoch,
+            epochs=result.epochs,
+            train_seconds=round(result.train_seconds, 3),
+            layers=len(result.layers),
+            params=sum(layer.numel for layer in result.layers),
+            data_sizes=splits.sizes(),
+            resumed_from_epoch=result.resumed_from_epoch,
+        )
+        store.write_metrics(metrics)
+        if not settings.keep_checkpoint:
+            checkpoint.prune()  # a grid of thousands of runs must not fill the disk
     logger.finish(metrics)
     log.info(
         "%s: test acc %.2f%% (best val %.2f%% at epoch %d)",
@@ -199,12 +277,21 @@ def _hydra_main(cfg: DictConfig) -> None:
         # A problem the user can fix: one line, no traceback; a sweep goes on.
         print(f"error: {err}", file=sys.stderr)
         _failed_runs.append(str(err))
+    except RunInterrupted as err:
+        # Preempted: the sweep stops here; the same command resumes where it stopped.
+        print(
+            f"interrupted: {err}; the run keeps its last epoch's checkpoint, run the same "
+            "command again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def main() -> None:
+    _failed_runs.clear()  # main() may be called more than once in a process (tests)
     _hydra_main()
     if _failed_runs:
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args, cwd):
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    # PYTHONPATH: subprocesses import this checkout's lerac, not the installed one.
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
@@ -29,7 +30,7 @@ def run(*args, cwd):
         (["regime.update=cosine"], ["regime.update='cosine'", "exponential, linear, step"]),
         (
             ["dataset=cifar10", "paths.data_dir=nowhere"],
-            ["cifar10 not found", "nowhere", "cifar-10-python.tar.gz"],
+            ["cifar10 not found", "nowhere", "fetch_data.py cifar10"],
         ),
         (["model=resnet50"], ["model/resnet50", "Available options"]),
         (["trainer.max_epoch=3"], ["max_epoch"]),

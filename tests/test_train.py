@@ -105,10 +105,10 @@ def test_wandb_logs_offline_into_the_run_directory(tmp_path, monkeypatch):
 
 
 def test_same_seed_same_run(tmp_path):
-    overrides = TINY + ["trainer.max_epochs=1", "trainer.limit_train_batches=3"]
-    with pytest.warns(UserWarning, match="the curriculum never ends"):  # k=1 >= 1 epoch
-        a = train(compose_config(overrides), tmp_path / "a")
-        b = train(compose_config(overrides), tmp_path / "b")
+    # 2 epochs: k=1 must end before trainer.max_epochs (a config error otherwise).
+    overrides = TINY + ["trainer.max_epochs=2", "trainer.limit_train_batches=3"]
+    a = train(compose_config(overrides), tmp_path / "a")
+    b = train(compose_config(overrides), tmp_path / "b")
     assert (a["test_acc"], a["val_acc"], a["test_loss"]) == (
         b["test_acc"],
         b["val_acc"],

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from lerac.data.base import Splits, image_splits
-from lerac.errors import ConfigError, DataNotFoundError
+from lerac.errors import ConfigError, DataNotFoundError, reading
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,10 @@ def _read_batches(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for name in files:
-        with open(folder / name, "rb") as f:
+        with reading(folder / name), open(folder / name, "rb") as f:  # names a bad file
             batch = pickle.load(f, encoding="latin1")
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(batch[label_key])
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(batch[label_key])
     return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long)
 
 
