@@ -19,7 +19,7 @@ from lerac.models.hub import PretrainedUnavailable
 from lerac.models.lstm import LSTMClassifier
 from lerac.train import CONF_DIR, build, train
 from tests.conftest import compose_config
-from tests.text_fixtures import N_DEV, N_TRAIN, rows, write_benchmark, write_table, write_tiny_bert
+from tests.text_fixtures import N_DEV, N_TRAIN, rows, write_benchmark, write_table, write_tiny_model
 
 TEXT_MODELS = ["bert_large", "hf_text", "lstm"]
 TEXT_DATASETS = ["boolq", "qnli", "rte", "text_files"]
@@ -34,7 +34,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_bert(root):
-    return write_tiny_bert(root / "tiny-bert")
+    return write_tiny_model(root / "tiny-bert", "bert")
 
 
 def build_data(cfg):
@@ -373,3 +373,20 @@ def test_bert_trains_on_boolq_through_the_entrypoint(root, tiny_bert, tmp_path):
     lr = read_csv(tmp_path / "run" / "lr_schedule.csv")
     first = {int(r["layer"]): float(r["lr"]) for r in lr if r["step"] == "0"}
     assert first[0] == pytest.approx(5e-5) and first[max(first)] == pytest.approx(5e-8)
+
+
+def test_any_hf_text_model_trains_on_text_files(root, tmp_path):
+    """model=hf_text with another architecture (DistilBERT: no segment ids) on single texts."""
+    distilbert = write_tiny_model(root / "tiny-distilbert", "distilbert")
+    folder = root / "hf_text_files"
+    write_table(folder / "train.csv", rows("plain", 30, 1))
+    write_table(folder / "test.csv", rows("plain", 9, 2))
+    extra = ["regime=conventional", "trainer.max_epochs=1"]
+    cfg = config(root, "hf_text", "text_files", folder, *extra, bert=distilbert)
+    splits = build_data(cfg)
+    assert set(splits.train[0]) == {"input_ids", "attention_mask"}
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["status"] == "completed" and metrics["model"] == "hf_text"
+    layers = [r["name"] for r in read_csv(tmp_path / "run" / "layers.csv")]
+    assert layers[0] == "model.distilbert.embeddings.word_embeddings"
+    assert layers[-2:] == ["model.pre_classifier", "model.classifier"]

@@ -108,27 +108,47 @@ def write_benchmark(root: Path, layout: str) -> Path:
     return folder
 
 
-def write_tiny_bert(folder: Path) -> Path:
-    """A 2-layer BERT (hidden 16, 2 heads) and a WordPiece tokenizer trained on WORDS."""
+def write_tiny_model(folder: Path, arch: str = "bert") -> Path:
+    """A 2-layer BERT or DistilBERT (hidden 16, 2 heads) with a WordPiece vocabulary trained
+    on WORDS, both written with save_pretrained."""
     from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizer,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+        DistilBertTokenizer,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     wordpiece = BertWordPieceTokenizer(lowercase=True)
     wordpiece.train_from_iterator([" ".join(WORDS) + " . ?"] * 3, vocab_size=200, min_frequency=1)
+    by_id = sorted(wordpiece.get_vocab().items(), key=lambda kv: kv[1])
     vocab = folder / "vocab.txt"
-    vocab.write_text(
-        "".join(f"{t}\n" for t, _ in sorted(wordpiece.get_vocab().items(), key=lambda kv: kv[1]))
-    )
-    tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=True)
+    vocab.write_text("".join(f"{token}\n" for token, _ in by_id))
+    if arch == "bert":
+        tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=True)
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        )
+        model = BertForSequenceClassification(config)
+    else:  # no segment ids: the tokenizer gives input_ids and attention_mask only
+        tokenizer = DistilBertTokenizer(vocab=str(vocab), do_lower_case=True)
+        config = DistilBertConfig(
+            vocab_size=len(tokenizer),
+            dim=16,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=32,
+            max_position_embeddings=64,
+        )
+        model = DistilBertForSequenceClassification(config)
     tokenizer.save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
+    model.save_pretrained(folder)
     return folder

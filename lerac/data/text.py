@@ -146,6 +146,7 @@ def read_local(found: dict[str, list[Path]], cache_dir: Path) -> dict[str, Any]:
     """Each split as a ``datasets.Dataset`` read from its files."""
     import datasets
 
+    datasets.disable_progress_bars()  # a few local files: no bars in the training log
     tables = {}
     for split, paths in found.items():
         exts = {p.name.rsplit(".", 1)[-1] for p in paths}
