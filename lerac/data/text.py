@@ -80,7 +80,7 @@ def load_text(
         "source": source,
         "columns": columns,
         "label_names": list(label_names) if label_names else None,
-        "tokenizer": dict(tokenizer),
+        "tokenizer": [dict(tokenizer), encoder.fingerprint()],
         "val": None if local and "val" in local else [val_fraction, split_seed],
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
@@ -191,9 +191,12 @@ def read_hub(
         except Exception as err:  # network layers raise their own types
             reason = f"the hub copy {hub_id} could not be loaded ({type(err).__name__})"
     layout = ", ".join(f"{split}: {'|'.join(names)}" for split, names in files.items())
+    folder = Path(path)
+    found = sorted(p.name for p in folder.iterdir())[:10] if folder.is_dir() else []
+    there = f" (it holds {', '.join(found)})" if found else ""
     raise DataNotFoundError(
-        f"dataset={dataset}: no data under {path} and {reason}. Put the files there, one per "
-        f"split named {layout} with extension .csv, .tsv, .jsonl or .parquet (parquet shards "
+        f"dataset={dataset}: no data under {path}{there} and {reason}. Put the files there, "
+        f"one per split named {layout} with extension .csv, .tsv, .jsonl or .parquet (shards "
         f"like train-00000-of-00001.parquet work too), or set dataset.path=DIR"
     )
 
@@ -201,13 +204,14 @@ def read_hub(
 # -- columns, labels, tokens -------------------------------------------------------------
 
 
-def pick_column(table: Any, wanted: Columns, key: str, split: str) -> str:
+def read_column(table: Any, wanted: Columns, option: str, where: str) -> list[Any]:
+    """The first of the ``wanted`` columns the table has, else an error listing its columns."""
     names = [wanted] if isinstance(wanted, str) else list(wanted)
     for name in names:
         if name in table.column_names:
-            return name
+            return table[name]
     raise ConfigError(
-        f"{split} split has no column {' or '.join(map(repr, names))} (dataset.{key}); "
+        f"{where} split has no column {' or '.join(map(repr, names))} (dataset.{option}); "
         f"columns found: {', '.join(table.column_names)}"
     )
 
@@ -267,14 +271,13 @@ def tokenize_tables(
 ) -> dict[str, Any]:
     texts, pairs, labels = {}, {}, {}
     for split, table in tables.items():
-        texts[split] = [
-            _text(v) for v in table[pick_column(table, columns["text"], "text_column", split)]
-        ]
+        where = f"dataset={dataset}: {split}"
+        texts[split] = [_text(v) for v in read_column(table, columns["text"], "text_column", where)]
         pairs[split] = None
         if columns["pair"]:
-            pair = pick_column(table, columns["pair"], "text_pair_column", split)
-            pairs[split] = [_text(v) for v in table[pair]]
-        labels[split] = list(table[pick_column(table, columns["label"], "label_column", split)])
+            pair = read_column(table, columns["pair"], "text_pair_column", where)
+            pairs[split] = [_text(v) for v in pair]
+        labels[split] = list(read_column(table, columns["label"], "label_column", where))
     names, targets = label_index(labels, label_names)
     if len(names) < 2:
         raise ConfigError(f"dataset={dataset}: the training labels hold one class ({names[0]})")

@@ -18,6 +18,7 @@ its own longest sequence, so short pairs do not pay for 512 tokens.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -82,6 +83,9 @@ class WordVocabulary:
     def artifacts(self) -> dict[str, str]:
         return {"tokenizer.json": self.tokenizer.to_str(pretty=True)}
 
+    def fingerprint(self) -> list[Any]:
+        return []  # built from the training split: the data set's own key covers it
+
 
 class PretrainedTokenizer:
     """The tokenizer saved with a HuggingFace model (BERT: lowercasing WordPiece)."""
@@ -119,6 +123,14 @@ class PretrainedTokenizer:
 
     def artifacts(self) -> dict[str, str]:
         return {"tokenizer.txt": f"{self.source}\n"}
+
+    def fingerprint(self) -> list[Any]:
+        """The tokenizer files of a local directory, so replacing them retokenizes."""
+        folder = Path(self.source).expanduser()
+        if not folder.is_dir():
+            return []
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".json", ".txt", ".model"))
+        return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
 KINDS = {"word_vocab": WordVocabulary, "pretrained": PretrainedTokenizer}
