@@ -209,7 +209,7 @@ def read_column(table: Any, wanted: Columns, option: str, where: str) -> list[An
     names = [wanted] if isinstance(wanted, str) else list(wanted)
     for name in names:
         if name in table.column_names:
-            return table[name]
+            return table.data.column(name).to_pylist()  # arrow: far faster than row by row
     raise ConfigError(
         f"{where} split has no column {' or '.join(map(repr, names))} (dataset.{option}); "
         f"columns found: {', '.join(table.column_names)}"

@@ -18,9 +18,11 @@ its own longest sequence, so short pairs do not pay for 512 tokens.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -160,19 +162,16 @@ def make_tokenizer(
 
 def to_tensors(encoded: dict[str, list[list[int]]], pad_id: int) -> dict[str, Tensor]:
     """Pad every sequence to the split's longest: ids int32, masks and segments int8."""
-    ids = encoded["input_ids"]
-    width = max((len(s) for s in ids), default=1) or 1
+    lengths = np.fromiter(map(len, encoded["input_ids"]), dtype=np.int64)
+    width = max(int(lengths.max(initial=0)), 1)
+    mask = np.arange(width) < lengths[:, None]  # row-major: fills each row's first tokens
     out: dict[str, Tensor] = {}
     for name, seqs in encoded.items():
-        dtype, fill = (torch.int32, pad_id) if name == "input_ids" else (torch.int8, 0)
-        tensor = torch.full((len(seqs), width), fill, dtype=dtype)
-        for row, seq in enumerate(seqs):
-            tensor[row, : len(seq)] = torch.tensor(seq, dtype=dtype)
-        out[name] = tensor
-    mask = torch.zeros((len(ids), width), dtype=torch.int8)
-    lengths = torch.tensor([len(s) for s in ids])
-    mask[torch.arange(width) < lengths[:, None]] = 1
-    out["attention_mask"] = mask
+        dtype, fill = (np.int32, pad_id) if name == "input_ids" else (np.int8, 0)
+        padded = np.full((len(seqs), width), fill, dtype=dtype)
+        padded[mask] = np.fromiter(chain.from_iterable(seqs), dtype=dtype, count=lengths.sum())
+        out[name] = torch.from_numpy(padded)
+    out["attention_mask"] = torch.from_numpy(mask.astype(np.int8))
     return out
 
 
