@@ -16,12 +16,14 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 
 class LSTMClassifier(nn.Module):
-    """Args:
-    num_classes: outputs of the classifier.
-    vocab_size: the data set's word vocabulary (id 0 is padding).
-    embedding_dim, hidden_size, num_layers: 128, 256, 2 in the paper.
-    fc_size: width of the classifier's hidden layer (not in the paper: the LSTM width).
-    max_length, tokenizer: read by the data set; unused here.
+    """Embedding -> stacked LSTM layers -> Linear, ReLU, Linear, on packed sequences.
+
+    Args:
+        num_classes: outputs of the classifier.
+        vocab_size: the data set's word vocabulary (id 0 is padding).
+        embedding_dim, hidden_size, num_layers: 128, 256, 2 in the paper.
+        fc_size: width of the classifier's hidden layer (not in the paper: the LSTM width).
+        max_length, tokenizer: read by the data set; unused here.
     """
 
     def __init__(
