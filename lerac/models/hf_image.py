@@ -21,6 +21,7 @@ ImageNet mean/std the checkpoints were trained with, and fine-tuning absorbs the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -79,6 +80,11 @@ def cvt13(
     from transformers import CvtConfig, CvtForImageClassification
 
     del image_size  # CvT's conv token embeddings take any size
+    # Plain lists: Hydra hands list options over as ListConfig, which CvtConfig refuses.
+    config = {
+        key: list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+        for key, value in config.items()
+    }
     cfg = CvtConfig(num_labels=num_classes, num_channels=in_channels, **config)
     return CvtClassifier(CvtForImageClassification(cfg), None, in_channels)
 
