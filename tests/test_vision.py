@@ -346,6 +346,11 @@ def test_table13_augmentation_changes_images_per_sample_and_keeps_shapes():
     assert all(not torch.equal(a, b) for a, b in zip(everything, images))
     flips = table13(1, 0, 0, 0, 0, 0, 0)(images, targets)[0]
     assert torch.equal(flips, images.flip(-1))
+    # A coin per image: with p 0.5 some images are flipped and the others untouched.
+    half = table13(0.5, 0, 0, 0, 0, 0, 0)(images, targets)[0]
+    flipped = [torch.equal(a, b.flip(-1)) for a, b in zip(half, images)]
+    kept = [torch.equal(a, b) for a, b in zip(half, images)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
     with pytest.raises(ConfigError, match="uint8"):
         table13()(images.float(), targets)
 
