@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lerac.data.augment import maybe_table13
 from lerac.data.base import Splits, image_splits
 from lerac.errors import ConfigError, DataNotFoundError, reading
 
@@ -88,7 +89,11 @@ def _read_batches(
 
 
 def load_cifar(
-    root: str, variant: str = "cifar10", val_fraction: float = 0.1, split_seed: int = 0
+    root: str,
+    variant: str = "cifar10",
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    augment: bool = False,
 ) -> Splits:
     spec = variant_of(variant)
     folder = Path(root) / spec.folder
@@ -101,6 +106,8 @@ def load_cifar(
         )
     train_x, train_y = _read_batches(folder, spec.train_files, spec.label_key)
     test_x, test_y = _read_batches(folder, spec.test_files, spec.label_key)
-    return image_splits(
+    splits = image_splits(
         train_x, train_y, test_x, test_y, spec.num_classes, val_fraction, split_seed
     )
+    splits.augment = maybe_table13(augment)  # Table 13 (CIFAR-100); off as in paper 4.2
+    return splits

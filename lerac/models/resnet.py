@@ -13,6 +13,16 @@ from torch import Tensor, nn
 SMALL_INPUT_MAX = 64  # px; at or below this the CIFAR stem is used
 
 
+def stem(in_channels: int, width: int, image_size: int) -> tuple[nn.Conv2d, nn.Module]:
+    """The first conv and the pooling after it, chosen by input size (module docstring).
+
+    Shared by every ResNet-like model here (ResNet-18, Wide-ResNet-50).
+    """
+    if image_size <= SMALL_INPUT_MAX:
+        return nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.Identity()
+    return nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1)
+
+
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
@@ -48,12 +58,7 @@ class ResNet18(nn.Module):
         self, num_classes: int, in_channels: int = 3, image_size: int = 32, width: int = 64
     ) -> None:
         super().__init__()
-        if image_size <= SMALL_INPUT_MAX:
-            self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-            self.maxpool = nn.Identity()
-        else:
-            self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.conv1, self.maxpool = stem(in_channels, width, image_size)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         widths = [width, 2 * width, 4 * width, 8 * width]
