@@ -64,7 +64,8 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
     for key in METADATA_KEYS:
         container.pop(key, None)
     try:
-        return instantiate(container, **kwargs)
+        # Plain lists and dicts, not ListConfig: constructors pass them on to torch.
+        return instantiate(container, _convert_="all", **kwargs)
     except InstantiationException as err:
         cause = user_error(err)
         if cause is None:

@@ -8,17 +8,23 @@ follow torchvision's (conv1, bn1, layer1..4, fc) so its checkpoints map onto thi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 SMALL_INPUT_MAX = 64  # px; at or below this the CIFAR stem is used
 
 
-def stem(in_channels: int, width: int, image_size: int) -> tuple[nn.Conv2d, nn.Module]:
+def stem(
+    in_channels: int, width: int, image_size: int | Sequence[int]
+) -> tuple[nn.Conv2d, nn.Module]:
     """The first conv and the pooling after it, chosen by input size (module docstring).
 
-    Shared by every ResNet-like model here (ResNet-18, Wide-ResNet-50).
+    Shared by every ResNet-like model here (ResNet-18, Wide-ResNet-50). ``image_size`` is a
+    side or (H, W) (spectrograms); the shorter side decides.
     """
-    if image_size <= SMALL_INPUT_MAX:
+    side = image_size if isinstance(image_size, int) else min(image_size)
+    if side <= SMALL_INPUT_MAX:
         return nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.Identity()
     return nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1)
 
