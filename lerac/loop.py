@@ -150,7 +150,7 @@ def fit(
     regime.start(optimizer, len(train_loader))
     schedule.start(optimizer, len(train_loader), settings.max_epochs, regime.curriculum_steps)
     if store:
-        store.start(layers)
+        store.start(layers, optimizer)
 
     best_epoch, best_val_acc, best_state = 0, -math.inf, None
     stale_epochs, step, train_seconds = 0, 0, 0.0
@@ -204,6 +204,8 @@ def fit(
             "lr_max": f"{lr_max:.6e}",
             "seconds": round(seconds, 3),
         }
+        if regime.cbs_sigma is not None:  # CBS: the sigma in force this epoch
+            row["cbs_sigma"] = regime.cbs_sigma
         if store:
             store.log_epoch(row)
         logger.log({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)

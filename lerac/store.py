@@ -3,7 +3,8 @@
   metrics.json     status, test/val accuracy (%), best epoch, timing, the run's key
   history.csv      one row per epoch
   lr_schedule.csv  step,layer,lr: every step through the curriculum, then one per epoch
-  layers.csv       layer,name,params: the layers in the order the curriculum uses
+  layers.csv       layer,name,params,initial_lr: the layers in the order the curriculum
+                   uses, and the rate each starts at (LeRaC's Eq. 6, a control's, ...)
   predictions.csv  index,target,prediction: the test set's predicted classes (McNemar)
   config.yaml      the resolved config the run was trained with
   error.log        the traceback of a failed run
@@ -40,6 +41,7 @@ HISTORY_FIELDS = [
     "lr_min",
     "lr_max",
     "seconds",
+    "cbs_sigma",  # empty for regimes without smoothing
 ]
 
 
@@ -82,14 +84,20 @@ class RunStore:
         self._files.append(f)
         return f
 
-    def start(self, layers: Iterable[Layer]) -> None:
-        """Write layers.csv and open the files that grow during training."""
+    def start(self, layers: Iterable[Layer], optimizer: Optimizer | None = None) -> None:
+        """Write layers.csv (with each layer's rate at step 0 when given the optimizer) and
+        open the files that grow during training."""
         (self.dir / ERROR_LOG).unlink(missing_ok=True)  # from an earlier failed attempt
+        lrs = {
+            name: f"{group['lr']:.6e}"
+            for group in (optimizer.param_groups if optimizer else [])
+            for name in group.get("layers", [])
+        }
         with open(self.dir / LAYERS, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["layer", "name", "params"])
+            writer.writerow(["layer", "name", "params", "initial_lr"])
             for i, layer in enumerate(layers):
-                writer.writerow([i, layer.name, layer.numel])
+                writer.writerow([i, layer.name, layer.numel, lrs.get(layer.name, "")])
                 self._layer_index[layer.name] = i
         self._lr = csv.writer(self._open(LR_SCHEDULE))
         self._lr.writerow(["step", "layer", "lr"])
