@@ -116,9 +116,10 @@ def reference_blur(x: torch.Tensor, kernel: torch.Tensor, dims: tuple[int, ...])
     "layout, shape, dims",
     [("nchw", (2, 3, 6, 7), (2, 3)), ("nhwc", (2, 6, 7, 3), (1, 2)), ("nlc", (2, 9, 3), (1,))],
 )
-def test_each_layout_blurs_its_spatial_axes_only(layout, shape, dims):
+@pytest.mark.parametrize("size", [5, 9])  # one 2D pass; two 1D passes
+def test_each_layout_blurs_its_spatial_axes_only(layout, shape, dims, size):
     x = torch.randn(shape)
-    kernel = gaussian_kernel1d(0.9, 5)
+    kernel = gaussian_kernel1d(1.7, size)
     assert torch.allclose(smooth(x, kernel, layout), reference_blur(x, kernel, dims), atol=1e-5)
 
 
@@ -385,3 +386,15 @@ def test_every_model_composes_with_both_regimes():
             if regime == "cbs_lerac":
                 assert isinstance(built, SmoothedLearningRateCurriculum)
                 assert built.k == cfg.model.table1.lerac_k
+
+
+def test_a_compiled_model_follows_the_in_place_sigma_changes():
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Flatten(), nn.Linear(3 * 6 * 6, 2))
+    cbs = SmoothingCurriculum(1.0, 0.5, 1)
+    cbs.apply(0, model)
+    compiled = torch.compile(model, backend="aot_eager")  # no C++ toolchain needed
+    x = torch.randn(2, 2, 6, 6)
+    first = compiled(x)
+    assert torch.allclose(first, model(x))
+    cbs.apply(3, model)  # sigma 1 -> 0.125, written into the same buffers
+    assert torch.allclose(compiled(x), model(x)) and not torch.allclose(compiled(x), first)
