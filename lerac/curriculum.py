@@ -57,6 +57,21 @@ def released_code_rates(
     return rates[::-1] if anti else rates
 
 
+def start_rates(
+    n_layers: int,
+    lr_first: float,
+    lr_last: float,
+    c: float = 10.0,
+    update: str = "exponential",
+    anti: bool = False,
+) -> list[float]:
+    """Each layer's rate at step 0 for an update rule: Eq. 6 for ``exponential`` and
+    ``linear``, the released code's 10x steps for ``step``."""
+    if update == "step":
+        return released_code_rates(n_layers, lr_first, lr_last, anti)
+    return initial_rates(n_layers, lr_first, lr_last, c, anti)
+
+
 def check_settings(
     lr_first: float, lr_last: float, update: str = "exponential", c: float = 10.0
 ) -> None:
@@ -93,6 +108,9 @@ class LeRaC(LRScheduler):
         update: ``exponential`` (Eq. 8), ``linear`` (Table 5) or ``step`` (released code).
         anti: deeper layers start higher (anti-LeRaC, Table 11).
         step_every: steps between two x10 updates (``step`` only).
+        start_lrs: each group's rate at step 0, in place of the rule's own (Eq. 6 or the
+            released code's); the controls use it (one shared rate: warmup; LeRaC's rates
+            in a shuffled order: lerac_shuffled). The rates still rise by ``update``.
     """
 
     def __init__(
@@ -105,15 +123,23 @@ class LeRaC(LRScheduler):
         update: str = "exponential",
         anti: bool = False,
         step_every: int | None = None,
+        start_lrs: list[float] | None = None,
         last_epoch: int = -1,
     ) -> None:
         check_settings(lr_first, lr_last, update, c)
         n = len(optimizer.param_groups)
         targets = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+        if start_lrs is None:
+            start = start_rates(n, lr_first, lr_last, c, update, anti)
+        elif len(start_lrs) == n and all(rate > 0 for rate in start_lrs):
+            start = [float(rate) for rate in start_lrs]
+        else:
+            raise ConfigError(
+                f"start_lrs needs one positive rate per param group ({n}), got {start_lrs}"
+            )
         if update == "step":
             if not step_every or step_every <= 0:
                 raise ConfigError("the 'step' update needs step_every > 0 (steps per x10 rise)")
-            start = released_code_rates(n, lr_first, lr_last, anti)
             rises = [_rises_below_cap(rate, target) for rate, target in zip(start, targets)]
             total_steps = max(rises) * step_every
         else:
@@ -122,7 +148,6 @@ class LeRaC(LRScheduler):
                     f"the curriculum needs at least one step (got total_steps={total_steps}); "
                     "set regime.k to a positive number of epochs"
                 )
-            start = initial_rates(n, lr_first, lr_last, c, anti)
             rises = []
         for rate, target in zip(start, targets):
             if rate > target * (1 + _CAP_TOLERANCE):

@@ -221,6 +221,7 @@ def fit(
     logger = logger or NoLogger()
     device = resolve_device(settings.device)
     model.to(device)
+    regime.prepare(model)
 
     train_loader, val_loader, test_loader = splits.loaders(
         settings.batch_size,
@@ -238,6 +239,7 @@ def fit(
     layers = find_layers(model, next(iter(val_loader))[0])
     optimizer = make_optimizer(regime.param_groups(layers))
     regime.start(optimizer, len(train_loader))
+    initial_lrs = {n: g["lr"] for g in optimizer.param_groups for n in g.get("layers", [])}
     schedule.start(optimizer, len(train_loader), settings.max_epochs, regime.curriculum_steps)
     progress = Progress(settings.early_stopping_patience)
     # What a checkpoint holds, by name; each part has state_dict/load_state_dict.
@@ -251,7 +253,7 @@ def fit(
     )
     resumed_from = resume(checkpoint, parts)
     if store:
-        store.start(layers, progress.history if resumed_from else None, progress.step)
+        store.start(layers, initial_lrs, progress.history if resumed_from else None, progress.step)
 
     last_epoch = progress.epoch if progress.stopped else settings.max_epochs
     bar = tqdm(
@@ -293,6 +295,8 @@ def fit(
             "lr_max": f"{lr_max:.6e}",
             "seconds": round(time.perf_counter() - started, 3),
         }
+        if regime.cbs_sigma is not None:  # CBS: the sigma in force this epoch
+            row["cbs_sigma"] = regime.cbs_sigma
         improved = progress.end_epoch(row, val_acc, model)
         if store:
             store.log_epoch(row)

@@ -1,6 +1,8 @@
 """Training regimes: what each one changes in the training loop, and nothing else.
 
 The loop (lerac/loop.py) calls a regime at fixed points:
+  prepare(model)                once, on the device, before layers are found and a
+                                checkpoint is loaded (CBS attaches its kernels here)
   param_groups(layers)          how the optimizer groups parameters
   start(optimizer, steps)       once, before the first step
   on_epoch_start(epoch, model)  at the start of every epoch, counted from 0 (CBS changes
@@ -9,6 +11,8 @@ The loop (lerac/loop.py) calls a regime at fixed points:
   in_curriculum(step)           while True, the schedule (reduce-on-plateau, cosine) and
                                 early stopping wait; they take over after
   curriculum_steps              optimizer steps the curriculum lasts (0: none)
+  cbs_sigma                     the smoothing sigma in force (None: no smoothing); the loop
+                                writes it to history.csv
 Adding a regime means one class here (or in its own module) and one conf/regime/ file.
 """
 
@@ -16,12 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from lerac.curriculum import LeRaC, check_settings
+from lerac.curriculum import LeRaC, check_settings, start_rates
 from lerac.errors import ConfigError
 from lerac.layers import Layer
+from lerac.smoothing import SmoothingCurriculum
 
 
 class Regime:
@@ -35,6 +41,9 @@ class Regime:
                 "layers": [layer.name for layer in layers],
             }
         ]
+
+    def prepare(self, model: nn.Module) -> None:
+        pass
 
     def start(self, optimizer: Optimizer, steps_per_epoch: int) -> None:
         pass
@@ -51,6 +60,10 @@ class Regime:
     @property
     def curriculum_steps(self) -> int:
         return 0
+
+    @property
+    def cbs_sigma(self) -> float | None:
+        return None
 
 
 class Conventional(Regime):
@@ -94,6 +107,11 @@ class LearningRateCurriculum(Regime):
     def param_groups(self, layers: list[Layer]) -> list[dict[str, Any]]:
         return [{"params": list(layer.params), "layers": [layer.name]} for layer in layers]
 
+    def start_lrs(self, n_layers: int) -> list[float] | None:
+        """Each layer's rate at step 0; None: the update rule's own (Eq. 6 or the released
+        code's). The controls below override it."""
+        return None
+
     def start(self, optimizer: Optimizer, steps_per_epoch: int) -> None:
         self.scheduler = LeRaC(
             optimizer,
@@ -104,6 +122,7 @@ class LearningRateCurriculum(Regime):
             update=self.update,
             anti=self.anti,
             step_every=max(1, steps_per_epoch // self.updates_per_epoch),
+            start_lrs=self.start_lrs(len(optimizer.param_groups)),
         )
 
     def before_step(self, step: int) -> None:
@@ -118,3 +137,93 @@ class LearningRateCurriculum(Regime):
     @property
     def curriculum_steps(self) -> int:
         return self.scheduler.total_steps if self.scheduler is not None else 0
+
+
+class Smoothed:
+    """What CBS adds to a regime: kernels attached once, sigma set per epoch."""
+
+    smoothing: SmoothingCurriculum
+
+    def prepare(self, model: nn.Module) -> None:
+        # Kernels exist before a checkpoint's model state (which holds them) is loaded.
+        self.smoothing.apply(0, model)
+
+    def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
+        self.smoothing.apply(epoch, model)
+
+    @property
+    def cbs_sigma(self) -> float | None:
+        return self.smoothing.current
+
+
+class CurriculumBySmoothing(Smoothed, Regime):
+    """CBS (Sinha et al. 2020): plain training of a model whose activations are blurred by a
+    Gaussian whose sigma decays per epoch (see :mod:`lerac.smoothing`).
+
+    Args:
+        sigma, decay, decay_every: sigma_0, d and u of Table 1.
+        kernel_size: odd taps per axis; None sizes the kernel from sigma_0.
+    """
+
+    def __init__(
+        self, sigma: float, decay: float, decay_every: int, kernel_size: int | None = None
+    ) -> None:
+        self.smoothing = SmoothingCurriculum(sigma, decay, decay_every, kernel_size)
+
+
+class SmoothedLearningRateCurriculum(Smoothed, LearningRateCurriculum):
+    """CBS + LeRaC (Table 5): both curricula at once. Takes LeRaC's arguments and CBS's
+    ``sigma``, ``decay``, ``decay_every`` and ``kernel_size``; the smoothing owns no
+    trainable parameter, so the layers LeRaC orders are the same as under ``lerac``."""
+
+    def __init__(
+        self,
+        sigma: float,
+        decay: float,
+        decay_every: int,
+        kernel_size: int | None = None,
+        **lerac: Any,
+    ) -> None:
+        super().__init__(**lerac)
+        self.smoothing = SmoothingCurriculum(sigma, decay, decay_every, kernel_size)
+
+
+class Warmup(LearningRateCurriculum):
+    """Control: every layer starts at the same ``lr_start`` and rises to the base rate over
+    the same k epochs by the same curve as LeRaC (``update``); then the conventional
+    schedule, as after LeRaC. The only difference from ``lerac``: no layer is ahead.
+    Param groups stay one per layer, so the optimizer is the same as under ``lerac``."""
+
+    def __init__(
+        self,
+        k: int,
+        lr_start: float,
+        c: float = 10.0,
+        update: str = "exponential",
+        updates_per_epoch: int = 1,
+    ) -> None:
+        super().__init__(k, lr_start, lr_start, c, update, False, updates_per_epoch)
+
+    def start_lrs(self, n_layers: int) -> list[float]:
+        return [self.lr_first] * n_layers
+
+
+class ShuffledLearningRateCurriculum(LearningRateCurriculum):
+    """Control: LeRaC's initial rates given to the layers in a random order fixed by
+    ``order_seed``: the same set of rates without the input-to-output structure. A draw
+    that leaves the rates in LeRaC's order is drawn again (unless every order is LeRaC's:
+    one layer, or all rates equal). layers.csv shows the rate each layer got."""
+
+    def __init__(self, order_seed: int = 0, **lerac: Any) -> None:
+        super().__init__(**lerac)
+        self.order_seed = order_seed
+
+    def start_lrs(self, n_layers: int) -> list[float]:
+        rates = start_rates(n_layers, self.lr_first, self.lr_last, self.c, self.update, self.anti)
+        if len(set(rates)) == 1:
+            return rates
+        generator = torch.Generator().manual_seed(self.order_seed)
+        shuffled = rates
+        while shuffled == rates:
+            shuffled = [rates[i] for i in torch.randperm(n_layers, generator=generator).tolist()]
+        return shuffled

@@ -3,7 +3,8 @@
   metrics.json     status, test/val accuracy (%), best epoch, timing, the run's key
   history.csv      one row per epoch
   lr_schedule.csv  step,layer,lr: every step through the curriculum, then one per epoch
-  layers.csv       layer,name,params: the layers in the order the curriculum uses
+  layers.csv       layer,name,params,initial_lr: the layers in the order the curriculum
+                   uses, and the rate each starts at (LeRaC's Eq. 6, a control's, ...)
   predictions.csv  index,target,prediction: the test set's predicted classes (McNemar)
   config.yaml      the resolved config the run was trained with
   error.log        the traceback of a failed run
@@ -53,6 +54,7 @@ HISTORY_FIELDS = [
     "lr_min",
     "lr_max",
     "seconds",
+    "cbs_sigma",  # empty for regimes without smoothing
 ]
 
 
@@ -128,24 +130,30 @@ class RunStore:
     def start(
         self,
         layers: Iterable[Layer],
+        initial_lrs: dict[str, float] | None = None,
         history: list[dict[str, Any]] | None = None,
         step: int = 0,
     ) -> None:
-        """Write layers.csv and open the files that grow during training. Resuming
-        (``history``: the checkpoint's rows), history.csv is rewritten from those rows and
-        lr_schedule.csv keeps its rows before ``step``, dropping what the interrupted epoch
-        had logged (and a line cut short by a crash)."""
+        """Write layers.csv (with each layer's rate at step 0, ``initial_lrs`` by layer name)
+        and open the files that grow during training. Resuming (``history``: the
+        checkpoint's rows), history.csv is rewritten from those rows and lr_schedule.csv
+        keeps its rows before ``step``, dropping what the interrupted epoch had logged (and
+        a line cut short by a crash)."""
         (self.dir / ERROR_LOG).unlink(missing_ok=True)  # from an earlier failed attempt
         layers = list(layers)
+        lrs = initial_lrs or {}
         self._layer_index = {layer.name: i for i, layer in enumerate(layers)}
         self._write_csv(
             LAYERS,
-            ["layer", "name", "params"],
-            ([i, layer.name, layer.numel] for i, layer in enumerate(layers)),
+            ["layer", "name", "params", "initial_lr"],
+            (
+                [i, layer.name, layer.numel, f"{lrs[layer.name]:.6e}" if layer.name in lrs else ""]
+                for i, layer in enumerate(layers)
+            ),
         )
         kept = _read_rows(self.dir / LR_SCHEDULE, 3, lambda r: int(r[0]) < step) if history else []
         self._write_csv(LR_SCHEDULE, ["step", "layer", "lr"], kept)
-        rows = ([row[f] for f in HISTORY_FIELDS] for row in history or [])
+        rows = ([row.get(f, "") for f in HISTORY_FIELDS] for row in history or [])
         self._write_csv(HISTORY, HISTORY_FIELDS, rows)
         self._lr = csv.writer(self._append(LR_SCHEDULE))
         self._history = csv.DictWriter(self._append(HISTORY), HISTORY_FIELDS)

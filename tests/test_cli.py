@@ -119,6 +119,7 @@ def test_regime_benchmark_reports_medians_and_ratios(tmp_path):
     result = run(str(REPO / "scripts" / "bench_regimes.py"), *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     numbers = json.loads(out.read_text())
-    assert numbers["param_groups"] == {"conventional": 1, "lerac": 41}
+    assert numbers["param_groups"] == {"conventional": 1, "lerac": 41, "cbs": 1}
     assert numbers["step_time_ratio_lerac_over_conventional"] > 0
+    assert numbers["step_time_ratio_cbs_over_conventional"] > 0
     assert numbers["lerac_update_ms_median"] > 0

@@ -11,7 +11,7 @@ from lerac.models.hub import PretrainedUnavailable
 from lerac.models.resnet import ResNet18
 from lerac.store import run_group
 from lerac.train import CONF_DIR, build
-from tests.conftest import TINY, compose_config
+from tests.conftest import compose_config
 
 GROUPS = ["model", "dataset", "regime", "optimizer", "schedule", "logger", "paths"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
