@@ -117,6 +117,14 @@ def test_dry_lists_counts_and_estimates(mini, tmp_path, capsys, monkeypatch):
         and "missing   [tagged] digits_resnet18_lerac_k1_seed2" in lines
     )
 
+    # SMOKE=1 runs the same grid into its own folder, where nothing is done yet.
+    assert grid.main(["mini", "--dry", "--smoke", *search]) == 0
+    assert "runs: 5 total, 0 done, 5 to run" in capsys.readouterr().out
+    experiment = grid.load_experiment("mini", [*search, *grid.SMOKE])
+    assert (
+        experiment.cfg.trainer.max_epochs == 1 and experiment.cfg.trainer.limit_train_batches == 2
+    )
+
     bench = tmp_path / "benchmark.json"
     bench.write_text(json.dumps({"throughput": {"cuda": {"resnet18_samples_per_s": 1437.0}}}))
     monkeypatch.setattr(grid, "BENCHMARK", bench)

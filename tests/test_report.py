@@ -91,6 +91,15 @@ def test_each_experiment_runs_exactly_the_paper_cells(table):
     assert len({r.key for r in runs}) == len(runs)
 
 
+def test_controls_and_demo_declare_their_grids():
+    controls = enumerate_runs(load_experiment("controls"), compose_each=False)
+    cells = {(r.model, r.dataset) for r in controls}
+    assert cells == {("resnet18", "cifar100"), ("septr", "crema_d"), ("resnet18", "digits")}
+    assert len({r.regime for r in controls}) == 6 and len(controls) == 6 * 3 * 5
+    demo = enumerate_runs(load_experiment("demo"), compose_each=False)
+    assert sorted({r.regime for r in demo}) == ["conventional", "lerac"] and len(demo) == 10
+
+
 # --- cells from run directories --------------------------------------------------------
 
 
