@@ -275,6 +275,7 @@ def build_table(
             "paper_std": p_row.get("std", ""),
             "diff": None if mean is None or p_mean is None else round(mean - p_mean, 2),
             "reference": "",
+            "diff_reference": None,
             "paper_beats_reference": None,
             "ours_beats_reference": None,
             "agrees": None,
@@ -292,6 +293,7 @@ def build_table(
             ref_accs = [float(r["test_acc"]) for r in ref["runs"].values()]
             if accs and ref_accs:
                 row["ours_beats_reference"] = mean > statistics.fmean(ref_accs)
+                row["diff_reference"] = round(mean - statistics.fmean(ref_accs), 2)
             if row["paper_beats_reference"] is not None and row["ours_beats_reference"] is not None:
                 row["agrees"] = row["paper_beats_reference"] == row["ours_beats_reference"]
             pairs = _pairs(runs, ref["runs"], tag)
@@ -327,7 +329,7 @@ def _pairs(runs: dict, reference_runs: dict, tag: str) -> list[tuple[dict, dict]
 
 CSV_FIELDS = [
     "model", "dataset", "regime", "tag", "paper_row", "ours_mean", "ours_std", "seeds_done",
-    "seeds_expected", "failed", "paper_mean", "paper_std", "diff", "reference",
+    "seeds_expected", "failed", "paper_mean", "paper_std", "diff", "reference", "diff_reference",
     "paper_beats_reference", "ours_beats_reference", "agrees", "paired_t_p", "mcnemar_p",
     "mcnemar_significant",
 ]  # fmt: skip
@@ -346,6 +348,7 @@ def format_markdown(
     if has_paper:
         head += ["paper (mean ± std)", "ours − paper"]
     head += [
+        f"ours − {reference}",
         f"beats {reference}" + (": paper / ours" if has_paper else ""),
         "paired t p",
         f"McNemar p < {SIGNIFICANCE:g} (pairs)",
@@ -371,6 +374,7 @@ def format_markdown(
         else:
             beats = _yes(r["ours_beats_reference"])
         cells += [
+            "" if r["diff_reference"] is None else f"{r['diff_reference']:+.2f}",
             beats,
             "" if r["paired_t_p"] is None else f"{r['paired_t_p']:.3g}",
             r["mcnemar_significant"] + (f" (p: {r['mcnemar_p']})" if r["mcnemar_p"] else ""),

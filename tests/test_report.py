@@ -166,6 +166,7 @@ def test_cells_beside_the_paper_tolerate_broken_runs(tmp_path):
         1,
     )
     assert lerac["diff"] == pytest.approx(50.5 - 89.56, abs=0.01)
+    assert lerac["diff_reference"] == -40.5 and lerac["reference"] == "conventional"
     assert (lerac["paper_beats_reference"], lerac["ours_beats_reference"], lerac["agrees"]) == (
         True,
         False,
@@ -178,7 +179,7 @@ def test_cells_beside_the_paper_tolerate_broken_runs(tmp_path):
     missing = [r.key for r in runs if r.status != "completed"]
     md = format_markdown("T", list(rows.values()), "conventional", missing, problems, "src")
     assert "| resnet18 | cifar10 | cbs | missing | 0/2 | 89.53 ± 0.10 |" in md
-    assert "| 2/3 (1 failed) |" in md and "yes / no" in md
+    assert "| 2/3 (1 failed) | 89.56 ± 0.10 | -39.06 | -40.50 | yes / no |" in md
     assert "cifar10_resnet18_lerac_seed2" in md.split("## Missing runs")[1]
     assert "corrupt metrics.json" in md and "partial" in md
 
@@ -196,3 +197,19 @@ def test_esc50_folds_are_the_runs_of_one_cell(tmp_path):
     assert rows["lerac"]["ours_mean"] == 84.0 and rows["lerac"]["ours_beats_reference"]
     # Paired by fold: every difference is +1, so the t-test has no spread to test.
     assert rows["lerac"]["paired_t_p"] is None
+
+
+def test_wandb_gets_every_layer_lr_thinned_and_no_offline_report(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lerac.tracking import log_report_table, lr_schedule_rows
+
+    rows = ["step,layer,lr"] + [f"{s},{j},{1e-8 * (j + 1)}" for s in range(100) for j in range(3)]
+    (tmp_path / "lr_schedule.csv").write_text("\n".join(rows) + "\n")
+    assert len(lr_schedule_rows(tmp_path)) == 300  # all of it when it fits
+    thinned = lr_schedule_rows(tmp_path, limit=30)
+    steps = sorted({r[0] for r in thinned})
+    assert len(steps) == 10 and steps[0] == 0 and steps[-1] == 99
+    assert {r[1] for r in thinned} == {0, 1, 2}  # every layer at every kept step
+    offline = OmegaConf.create({"mode": "offline", "project": "lerac"})
+    assert log_report_table([{"model": "resnet18"}], "table2", offline) is False
