@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SEEDS := 0,1,2,3,4
+TABLES := 2 3 4 5 9 10 11 12 13
+# make reproduce-table2 DRY=1 (list, count, estimate) | SMOKE=1 (2 batches, 1 epoch, own
+# folder) | BLOCK=<name> (one block of the grid) | ARGS="hydra/launcher=gpus ..." (overrides)
+truthy = $(filter 1 true yes,$(1))
+GRID_FLAGS = $(if $(call truthy,$(DRY)),--dry) $(if $(call truthy,$(SMOKE)),--smoke) \
+	$(if $(BLOCK),--block $(BLOCK))
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo clean reproduce-controls $(addprefix reproduce-table,$(TABLES))
 
 install: $(VENV)/.installed
 
@@ -23,10 +29,21 @@ lint: install
 
 # Conventional vs LeRaC on digits, 5 seeds each, then accuracy mean ± std per regime
 # and a plot of validation accuracy per epoch (outputs/demo/val_accuracy.png).
+# Conventional vs LeRaC on digits through the grid machinery (conf/experiment/demo.yaml):
+# outputs/demo/report.md (mean ± std, McNemar) and outputs/demo/figures/.
 demo: install
-	$(PY) -m lerac.train -m experiment=demo regime=conventional,lerac seed=$(SEEDS)
+	$(PY) -m lerac.grid demo $(GRID_FLAGS) $(ARGS)
 	$(PY) -m lerac.report outputs/demo --csv outputs/demo/summary.csv
 	$(PY) -m lerac.plots outputs/demo
+
+# One paper table: run what is missing (completed runs are skipped), then write
+# results/tableN.md and .csv beside the paper's numbers and results/figures/.
+$(addprefix reproduce-table,$(TABLES)): reproduce-table%: install
+	$(PY) -m lerac.grid table$* $(GRID_FLAGS) $(ARGS)
+
+# Controls the paper does not run (warmup, shuffled layer order): results/controls.md.
+reproduce-controls: install
+	$(PY) -m lerac.grid controls $(GRID_FLAGS) $(ARGS)
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache

@@ -1,15 +1,26 @@
-"""Aggregate run results: test accuracy mean ± std per (dataset, model, regime).
+"""Aggregate run results: test accuracy mean ± std per (dataset, model, regime), and a
+paper table's report beside the paper's numbers.
 
-    python -m lerac.report outputs/demo [--csv summary.csv]
+    python -m lerac.report outputs/demo [--csv summary.csv]   # any folder of runs
+    python -m lerac.grid table2 --report-only                  # results/table2.md and .csv
 
 The std is the sample standard deviation (ddof=1) over seeds; the paper reports
 "mean and standard deviation" over 5 runs without saying which.
+
+Significance (paper supplementary: McNemar's test against the baseline, threshold
+0.001): for every pair of runs with the same seed (or fold), the exact McNemar test on
+the test predictions, i.e. a two-sided binomial test of the discordant pairs
+(``scipy.stats.binomtest(b, b + c, 0.5)``), with no large-sample approximation; the
+report lists each pair's p-value and how many fall below 0.001. Over seeds, a paired
+t-test (``scipy.stats.ttest_rel``) of the accuracies.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -17,9 +28,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lerac.store import find_runs
+from scipy.stats import binomtest, ttest_rel
+
+from lerac.store import CONFIG, HISTORY, METRICS, PREDICTIONS
 
 GROUP_KEYS = ("dataset", "model", "regime", "tag")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _seed(run: dict[str, Any]) -> Any:
+    return run.get("seed", 0)
 
 
 def _mean(values: list[float]) -> float:
@@ -40,7 +58,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 **dict(zip(GROUP_KEYS, key)),
                 "runs": len(done),
                 "failed": len(members) - len(done),
-                "seeds": ",".join(str(r["seed"]) for r in sorted(done, key=lambda r: r["seed"])),
+                "seeds": ",".join(str(r.get("seed")) for r in sorted(done, key=_seed)),
                 "test_acc_mean": _mean(accs),
                 "test_acc_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
                 "val_acc_mean": _mean([float(r["val_acc"]) for r in done]),
@@ -71,6 +89,364 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+SIGNIFICANCE = 0.001  # the paper's threshold for McNemar's test (supplementary)
+_FOLD = re.compile(r"(^|_)fold\d+($|_)")
+
+
+# --- runs on disk, tolerating what a crash or a preemption leaves -------------------------
+
+
+def scan_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Every readable run's metrics under ``root`` (each with ``run_dir``), and the run
+    directories that could not be used with the reason (corrupt, partial)."""
+    runs, problems = [], []
+    seen = set()
+    for file in sorted(Path(root).rglob(METRICS)):
+        seen.add(file.parent)
+        try:
+            metrics = json.loads(file.read_text())
+            if not isinstance(metrics, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            problems.append((str(file.parent), f"corrupt {METRICS} ({err})"))
+            continue
+        if metrics.get("status") == "completed" and "test_acc" not in metrics:
+            problems.append((str(file.parent), f"corrupt {METRICS} (completed without test_acc)"))
+            continue
+        runs.append({**metrics, "run_dir": str(file.parent)})
+    for config in sorted(Path(root).rglob(CONFIG)):
+        run_dir = config.parent
+        if run_dir not in seen and (run_dir / HISTORY).exists():
+            problems.append((str(run_dir), f"partial (no {METRICS}: interrupted or running)"))
+    return runs, problems
+
+
+def cell_tag(tag: str) -> str:
+    """The tag of a table cell: ESC-50's folds (``fold3``) are its runs, like seeds."""
+    return _FOLD.sub(lambda m: "_" if m[1] and m[2] else "", tag or "")
+
+
+# --- significance -----------------------------------------------------------------------
+
+
+def read_predictions(run_dir: str | Path) -> dict[int, tuple[int, int]] | None:
+    """index -> (target, prediction) from a run's predictions.csv; None when absent."""
+    file = Path(run_dir) / PREDICTIONS
+    try:
+        with open(file, newline="") as f:
+            return {
+                int(r["index"]): (int(r["target"]), int(r["prediction"])) for r in csv.DictReader(f)
+            }
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def mcnemar(
+    targets: Sequence[int], predicted_a: Sequence[int], predicted_b: Sequence[int]
+) -> tuple[int, int, float]:
+    """Exact McNemar test of two classifiers on the same examples.
+
+    b: examples A gets right and B wrong; c: the reverse. Under the null hypothesis the
+    discordant examples split evenly, so p is the two-sided binomial test of b out of
+    b + c at 0.5 (scipy.stats.binomtest); p = 1 when they never disagree."""
+    b = sum(t == a and t != p for t, a, p in zip(targets, predicted_a, predicted_b))
+    c = sum(t != a and t == p for t, a, p in zip(targets, predicted_a, predicted_b))
+    if b + c == 0:
+        return b, c, 1.0
+    return b, c, float(binomtest(b, b + c, 0.5).pvalue)
+
+
+def mcnemar_runs(run_a: dict[str, Any], run_b: dict[str, Any]) -> float | None:
+    a, b = read_predictions(run_a["run_dir"]), read_predictions(run_b["run_dir"])
+    if not a or not b or a.keys() != b.keys():
+        return None
+    indices = sorted(a)
+    if any(a[i][0] != b[i][0] for i in indices):
+        return None  # not the same test set
+    return mcnemar(
+        [a[i][0] for i in indices], [a[i][1] for i in indices], [b[i][1] for i in indices]
+    )[2]
+
+
+def paired_ttest(ours: Sequence[float], reference: Sequence[float]) -> float | None:
+    """p of a paired t-test over seeds; None with fewer than two pairs or no spread."""
+    if len(ours) < 2:
+        return None
+    diffs = [a - b for a, b in zip(ours, reference)]
+    if max(diffs) == min(diffs):
+        return None
+    return float(ttest_rel(ours, reference).pvalue)
+
+
+# --- a table beside the paper -----------------------------------------------------------
+
+
+def read_paper_table(path: str | Path) -> list[dict[str, str]]:
+    """A table of the paper as transcribed under results/paper/ (``#`` lines cite it)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    for row in rows:
+        row["tag"] = row.get("tag") or ""
+    return rows
+
+
+CellKey = tuple[str, str, str, str]  # model, dataset, regime, tag
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _reference_key(key: CellKey, reference: str, cells: dict) -> CellKey | None:
+    model, dataset, regime, tag = key
+    if regime == reference:
+        return None
+    for candidate in ((model, dataset, reference, tag), (model, dataset, reference, "")):
+        if candidate in cells:
+            return candidate
+    return None
+
+
+def _fmt(mean: float | None, std: float | None) -> str:
+    return "" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _yes(flag: bool | None) -> str:
+    return "" if flag is None else ("yes" if flag else "no")
+
+
+def build_table(
+    paper: list[dict[str, str]],
+    expected: list[Any],
+    found: list[dict[str, Any]],
+    reference: str = "conventional",
+) -> list[dict[str, Any]]:
+    """One row per cell (the paper's cells first, then any other cell of the grid): our
+    mean ± std over completed seeds, the paper's, the difference, whether the regime beat
+    ``reference`` in the paper and here, and the significance tests against it.
+
+    ``expected`` are the grid's runs (``lerac.grid.Run``); ``found`` the metrics read
+    from disk (``scan_runs``)."""
+    cells: dict[CellKey, dict[str, Any]] = {}
+
+    def cell(key: CellKey) -> dict[str, Any]:
+        return cells.setdefault(key, {"paper": None, "expected": set(), "runs": {}, "failed": 0})
+
+    for row in paper:
+        cell((row["model"], row["dataset"], row["regime"], row["tag"]))["paper"] = row
+    by_key = {r.key: r for r in expected}
+    for run in expected:
+        cell((run.model, run.dataset, run.regime, cell_tag(run.tag)))["expected"].add(run.key)
+    for run in found:
+        key = (run.get("model"), run.get("dataset"), run.get("regime"), cell_tag(run.get("tag")))
+        name = Path(run["run_dir"]).name
+        if key not in cells or (by_key and name not in by_key and cells[key]["expected"]):
+            continue  # a run of another table in the shared folder
+        if run.get("status") == "completed":
+            # Pair by seed and fold: the run's tag minus the cell's tag.
+            cells[key]["runs"][(run.get("seed"), run.get("tag"))] = run
+        else:
+            cells[key]["failed"] += 1
+
+    rows = []
+    for key, c in cells.items():
+        model, dataset, regime, tag = key
+        runs = c["runs"]
+        accs = [float(r["test_acc"]) for r in runs.values()]
+        mean = statistics.fmean(accs) if accs else None
+        std = statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None)
+        p_row = c["paper"] or {}
+        p_mean = _num(p_row.get("mean"))
+        row: dict[str, Any] = {
+            "model": model,
+            "dataset": dataset,
+            "regime": regime,
+            "tag": tag,
+            "paper_row": p_row.get("paper_row", ""),
+            "ours_mean": None if mean is None else round(mean, 2),
+            "ours_std": None if std is None else round(std, 2),
+            "seeds_done": len(runs),
+            "seeds_expected": len(c["expected"]) or (5 if p_row else len(runs)),
+            "failed": c["failed"],
+            "paper_mean": p_row.get("mean", ""),
+            "paper_std": p_row.get("std", ""),
+            "diff": None if mean is None or p_mean is None else round(mean - p_mean, 2),
+            "reference": "",
+            "diff_reference": None,
+            "paper_beats_reference": None,
+            "ours_beats_reference": None,
+            "agrees": None,
+            "paired_t_p": None,
+            "mcnemar_p": "",
+            "mcnemar_significant": "",
+        }
+        ref_key = _reference_key(key, reference, cells)
+        if ref_key is not None:
+            ref = cells[ref_key]
+            row["reference"] = "_".join(p for p in (reference, ref_key[3]) if p)
+            ref_paper = _num((ref["paper"] or {}).get("mean"))
+            if p_mean is not None and ref_paper is not None:
+                row["paper_beats_reference"] = p_mean > ref_paper
+            ref_accs = [float(r["test_acc"]) for r in ref["runs"].values()]
+            if accs and ref_accs:
+                row["ours_beats_reference"] = mean > statistics.fmean(ref_accs)
+                row["diff_reference"] = round(mean - statistics.fmean(ref_accs), 2)
+            if row["paper_beats_reference"] is not None and row["ours_beats_reference"] is not None:
+                row["agrees"] = row["paper_beats_reference"] == row["ours_beats_reference"]
+            pairs = _pairs(runs, ref["runs"], tag)
+            t = (
+                paired_ttest(
+                    *zip(*[(float(a["test_acc"]), float(b["test_acc"])) for a, b in pairs])
+                )
+                if pairs
+                else None
+            )
+            row["paired_t_p"] = None if t is None else float(f"{t:.3g}")
+            ps = [mcnemar_runs(a, b) for a, b in pairs]
+            ps = [p for p in ps if p is not None]
+            row["mcnemar_p"] = ";".join(f"{p:.2g}" for p in ps)
+            row["mcnemar_significant"] = (
+                f"{sum(p < SIGNIFICANCE for p in ps)}/{len(ps)}" if ps else ""
+            )
+        rows.append(row)
+    return rows
+
+
+def _pairs(runs: dict, reference_runs: dict, tag: str) -> list[tuple[dict, dict]]:
+    """Runs of a cell and of its reference with the same seed and fold."""
+
+    def unit(seed_tag: tuple) -> tuple:
+        seed, run_tag = seed_tag
+        folds = _FOLD.search(run_tag or "")
+        return seed, folds[0].strip("_") if folds else ""
+
+    ref = {unit(k): v for k, v in reference_runs.items()}
+    return [(run, ref[unit(k)]) for k, run in sorted(runs.items(), key=str) if unit(k) in ref]
+
+
+CSV_FIELDS = [
+    "model", "dataset", "regime", "tag", "paper_row", "ours_mean", "ours_std", "seeds_done",
+    "seeds_expected", "failed", "paper_mean", "paper_std", "diff", "reference", "diff_reference",
+    "paper_beats_reference", "ours_beats_reference", "agrees", "paired_t_p", "mcnemar_p",
+    "mcnemar_significant",
+]  # fmt: skip
+
+
+def format_markdown(
+    title: str,
+    rows: list[dict[str, Any]],
+    reference: str,
+    missing: list[str],
+    problems: list[tuple[str, str]],
+    source: str,
+) -> str:
+    has_paper = any(r["paper_mean"] != "" for r in rows)
+    head = ["model", "data set", "regime", "ours (mean ± std)", "seeds"]
+    if has_paper:
+        head += ["paper (mean ± std)", "ours − paper"]
+    head += [
+        f"ours − {reference}",
+        f"beats {reference}" + (": paper / ours" if has_paper else ""),
+        "paired t p",
+        f"McNemar p < {SIGNIFICANCE:g} (pairs)",
+    ]
+    lines = [f"# {title}", "", source, "", "| " + " | ".join(head) + " |"]
+    lines.append("|" + "---|" * len(head))
+    for r in rows:
+        regime = r["regime"] + (f" [{r['tag']}]" if r["tag"] else "")
+        ours = _fmt(r["ours_mean"], r["ours_std"]) or "missing"
+        seeds = f"{r['seeds_done']}/{r['seeds_expected']}" + (
+            f" ({r['failed']} failed)" if r["failed"] else ""
+        )
+        cells = [r["model"], r["dataset"], regime, ours, seeds]
+        if has_paper:
+            paper = f"{r['paper_mean']} ± {r['paper_std']}" if r["paper_mean"] != "" else ""
+            diff = "" if r["diff"] is None else f"{r['diff']:+.2f}"
+            cells += [paper, diff]
+        if has_paper:
+            paper_says = _yes(r["paper_beats_reference"]) or "–"
+            beats = (
+                f"{paper_says} / {_yes(r['ours_beats_reference']) or '–'}" if r["reference"] else ""
+            )
+        else:
+            beats = _yes(r["ours_beats_reference"])
+        cells += [
+            "" if r["diff_reference"] is None else f"{r['diff_reference']:+.2f}",
+            beats,
+            "" if r["paired_t_p"] is None else f"{r['paired_t_p']:.3g}",
+            r["mcnemar_significant"] + (f" (p: {r['mcnemar_p']})" if r["mcnemar_p"] else ""),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += [
+        "",
+        f"Accuracy in %, test set, the epoch chosen on validation accuracy; std = sample std "
+        f"(ddof 1) over the completed seeds. Tests against `{reference}` pair runs by seed "
+        f"(ESC-50: by fold): paired t-test on accuracies; exact McNemar test "
+        f"(scipy.stats.binomtest on the discordant test predictions), threshold "
+        f"{SIGNIFICANCE:g} as in the paper's supplementary.",
+    ]
+    if missing:
+        lines += ["", f"## Missing runs ({len(missing)})", ""]
+        lines += [f"- {m}" for m in missing]
+    if problems:
+        lines += ["", f"## Run directories that could not be read ({len(problems)})", ""]
+        lines += [f"- `{d}`: {reason}" for d, reason in problems]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_FIELDS})
+
+
+def write_experiment_report(experiment: Any, runs: list[Any], smoke: bool = False) -> list[Path]:
+    """results/<table>.md and .csv (a smoke run: inside its own output folder), the
+    figures, and the table as a W&B table when the logger is online."""
+    from lerac import plots, tracking  # matplotlib, wandb: only when reporting
+
+    grid = experiment.grid
+    root = experiment.output_dir
+    report = Path(grid.get("report") or root / "report" / experiment.name)
+    figures = Path(grid.get("figures") or report.parent / "figures")
+    if smoke:
+        report, figures = root / "report" / experiment.name, root / "report" / "figures"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    paper_file = grid.get("paper")
+    paper = read_paper_table(REPO / paper_file) if paper_file else []
+    reference = grid.get("reference") or "conventional"
+    found, problems = scan_runs(root) if root.is_dir() else ([], [])
+    keys = {r.key for r in runs}
+    problems = [p for p in problems if Path(p[0]).name in keys]
+    rows = build_table(paper, runs, found, reference)
+    missing = [f"{r.key} ({r.status}{': ' + r.note if r.note else ''})" for r in runs if not r.done]
+    done = len(runs) - len(missing)
+    source = (
+        f"Runs under `{root}`: {len(runs)} in the grid, {done} completed, {len(missing)} "
+        f"missing or failed. Paper values: `{paper_file}`."
+        if paper_file
+        else f"Runs under `{root}`: {len(runs)} in the grid, {done} completed, "
+        f"{len(missing)} missing or failed. No paper table (not in the paper)."
+    )
+    title = grid.get("title") or experiment.name
+    md, table = report.with_suffix(".md"), report.with_suffix(".csv")
+    md.write_text(format_markdown(title, rows, reference, missing, problems, source))
+    write_table(rows, table)
+    outputs = [md, table]
+    completed = [
+        r for r in found if Path(r["run_dir"]).name in keys and r.get("status") == "completed"
+    ]
+    outputs += plots.experiment_figures(experiment.name, completed, figures)
+    if experiment.cfg.logger.id == "wandb":
+        tracking.log_report_table(rows, experiment.name, experiment.cfg.logger)
+    return outputs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="folder holding run directories (searched recursively)")
@@ -82,7 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    runs = find_runs(args.root)
+    runs, problems = scan_runs(args.root)
+    for run_dir, reason in problems:
+        print(f"skipped {run_dir}: {reason}", file=sys.stderr)
     if not runs:
         print(
             f"error: no metrics.json under {args.root}; run a sweep first (e.g. make demo)",

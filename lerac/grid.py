@@ -1,0 +1,375 @@
+"""Run a paper table (or any experiment) as a grid: list it, run what is missing, report.
+
+    python -m lerac.grid table2            # run every missing run, then the report
+    python -m lerac.grid table2 --dry      # list the runs and a GPU-hours estimate
+    python -m lerac.grid table2 --smoke    # every run, 2 batches and 1 epoch, own folder
+    python -m lerac.grid controls --block digits trainer.device=cpu   # one block only
+
+An experiment (conf/experiment/<name>.yaml) declares its grid with Hydra's sweeper params
+(``hydra.sweeper.params``), so ``lerac-train -m experiment=<name>`` runs its main block.
+Hydra's basic sweeper takes one cartesian product; a table with exceptions (no
+pre-trained CvT on ImageNet-200, ESC-50's folds, per-model lr ranges) adds named blocks
+under ``grid.blocks``. A block lists only what differs from the main params (Hydra lets
+command-line sweeps replace the file's params key by key) and runs as one more multirun
+of the same experiment. The table is the union of the main block and its blocks.
+
+Skipping completed runs happens in ``lerac.train`` (a run whose metrics.json says
+completed is not trained again), so running a table again after a crash or a preemption
+trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lerac.errors import ConfigError
+from lerac.store import read_metrics, run_group, run_key
+from lerac.train import CONF_DIR  # also registers the run_key resolver
+
+REPO = CONF_DIR.parent
+BENCHMARK = REPO / "results" / "benchmark.json"
+MAIN = "main"
+# Overrides SMOKE=1 adds: the whole grid at two batches per epoch and one epoch.
+SMOKE = ["trainer.limit_train_batches=2", "trainer.limit_eval_batches=2", "trainer.max_epochs=1"]
+# Training examples per epoch (official training split, before the 10% validation split),
+# for the GPU-hours estimate only. Sources: paper 4.1 and REFERENCE.md section 5.
+TRAIN_EXAMPLES = {
+    "digits": 1_437,
+    "cifar10": 50_000,
+    "cifar100": 50_000,
+    "tiny_imagenet": 100_000,
+    "imagenet200": 260_000,  # ~1,300 per class x 200 (ImageNet-1k train)
+    "boolq": 9_427,
+    "rte": 2_490,
+    "qnli": 104_743,
+    "crema_d": 5_209,  # 70% of 7,442
+    "esc50": 1_600,  # four of the five folds
+}
+
+
+@dataclass
+class Run:
+    """One run of a grid: its block, its overrides and where its results go."""
+
+    block: str
+    overrides: list[str]
+    key: str
+    group: str
+    seed: int
+    run_dir: Path
+    status: str = "missing"  # completed | failed | missing
+    epochs: int | None = None
+    dataset: str = ""
+    model: str = ""
+    regime: str = ""
+    tag: str = ""
+    note: str = ""  # why the config could not be composed on this checkout
+
+    @property
+    def done(self) -> bool:
+        return self.status == "completed"
+
+
+@dataclass
+class Experiment:
+    name: str
+    cfg: DictConfig  # composed with the hydra node
+    blocks: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def grid(self) -> DictConfig:
+        return self.cfg.get("grid") or OmegaConf.create({})
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.paths.output_dir)
+
+
+def _compose(overrides: Sequence[str]) -> DictConfig:
+    return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def load_experiment(name: str, overrides: Sequence[str] = ()) -> Experiment:
+    """Compose ``experiment=<name>`` and read its blocks (main first)."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = _compose([f"experiment={name}", *overrides])
+    except (HydraException, OmegaConfBaseException) as err:
+        options = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+        raise ConfigError(
+            f"experiment={name} does not compose ({str(err).splitlines()[0]}); "
+            f"experiments in conf/experiment: {', '.join(options)}"
+        ) from err
+    main = _strings(cfg.hydra.sweeper.params)
+    if not main:
+        raise ConfigError(
+            f"experiment={name} declares no grid: add hydra.sweeper.params to "
+            f"conf/experiment/{name}.yaml"
+        )
+    blocks = {MAIN: main}
+    for block, params in _strings(OmegaConf.select(cfg, "grid.blocks")).items():
+        blocks[block] = {**main, **params}
+    return Experiment(name, cfg, blocks)
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _strings(node: Any) -> dict[str, Any]:
+    """A config node as plain strings (one level of nesting for blocks). An interpolation
+    escaped in the file (``\\${dataset.fold}``) stays ``${dataset.fold}`` for the job."""
+    if node is None:
+        return {}
+    container = OmegaConf.to_container(node, resolve=True)
+    return {
+        str(k): {str(a): _text(b) for a, b in v.items()} if isinstance(v, dict) else _text(v)
+        for k, v in container.items()
+    }
+
+
+def expand(params: dict[str, str]) -> list[list[str]]:
+    """The jobs of one sweep, each a list of ``key=value``, as Hydra's basic sweeper
+    makes them (same grammar: ``a,b``, ``range(5)``, ``choice(...)``)."""
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    (jobs,) = BasicSweeper.split_arguments(overrides, None)
+    return jobs
+
+
+def _resolve_missing(job: dict[str, str], value: str) -> str:
+    # Without a composable config (a model not on this checkout) fill ${a.b} from the job.
+    return re.sub(r"\$\{([^}]+)\}", lambda m: job.get(m[1], m[0]), value)
+
+
+def enumerate_runs(
+    experiment: Experiment,
+    overrides: Sequence[str] = (),
+    output_dir: Path | None = None,
+    compose_each: bool = True,
+) -> list[Run]:
+    """Every run of the experiment (main block and blocks, duplicates once), with its
+    status read from the output folder. Each cell's config is composed for its exact key
+    and epochs; ``compose_each=False`` takes the ids from the option names (group ids are
+    their file stems), which is fast and works before every model is on the checkout."""
+    runs: dict[str, Run] = {}
+    cache: dict[tuple, DictConfig | str] = {}
+    base_tag = str(experiment.cfg.get("tag", ""))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for block, params in experiment.blocks.items():
+            for job in expand(params):
+                # Hydra escapes special characters in the values it expands (``$\{``).
+                items = {k: re.sub(r"\\(.)", r"\1", v) for k, v in (o.split("=", 1) for o in job)}
+                # Seeds never change a config's ids or epochs: compose once per cell.
+                cell = tuple(o for o in job if not o.startswith("seed="))
+                if cell not in cache and not compose_each:
+                    cache[cell] = "not composed"
+                if cell not in cache:
+                    try:
+                        cache[cell] = _compose([f"experiment={experiment.name}", *job, *overrides])
+                    except (HydraException, OmegaConfBaseException) as err:
+                        cache[cell] = str(err).splitlines()[0]
+                cfg = cache[cell]
+                seed = int(items.get("seed", experiment.cfg.seed))
+                if isinstance(cfg, DictConfig):
+                    ids = (cfg.dataset.id, cfg.model.id, cfg.regime.id)
+                    tag, epochs, note = str(cfg.tag), int(cfg.trainer.max_epochs), ""
+                    root = output_dir or Path(cfg.paths.output_dir)
+                else:
+                    ids = tuple(
+                        items.get(g, experiment.cfg[g].id) for g in ("dataset", "model", "regime")
+                    )
+                    tag = _resolve_missing(items, items.get("tag", base_tag))
+                    epochs, note = None, cfg
+                    root = output_dir or experiment.output_dir
+                key = run_key(*ids, seed, tag)
+                if key in runs:
+                    continue
+                metrics = _read(root / key)
+                status = (metrics or {}).get("status", "missing")
+                runs[key] = Run(
+                    block,
+                    list(job),
+                    key,
+                    run_group(*ids, tag),
+                    seed,
+                    root / key,
+                    status if status in ("completed", "failed") else "missing",
+                    epochs,
+                    *ids,
+                    tag,
+                    note,
+                )
+    return list(runs.values())
+
+
+def _read(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_metrics(run_dir)
+    except (OSError, ValueError):
+        return None  # corrupt: counts as missing and is trained again
+
+
+def _numbers(node: Any, path: str = "") -> dict[str, float]:
+    if isinstance(node, dict):
+        out: dict[str, float] = {}
+        for key, value in node.items():
+            out.update(_numbers(value, f"{path}.{key}" if path else str(key)))
+        return out
+    return {path: float(node)} if isinstance(node, (int, float)) else {}
+
+
+def throughput(benchmark: Path | None = None) -> tuple[float | None, str]:
+    """Training samples per second from the benchmark (``make bench``), and its key.
+
+    Takes the first number whose key names a throughput (``samples_per_s``,
+    ``throughput``), preferring a GPU's; None when there is no benchmark."""
+    benchmark = Path(benchmark or BENCHMARK)
+    if not benchmark.is_file():
+        return (
+            None,
+            f"no {benchmark.relative_to(REPO) if benchmark.is_relative_to(REPO) else benchmark}",
+        )
+    try:
+        numbers = _numbers(json.loads(benchmark.read_text()))
+    except ValueError:
+        return None, f"{benchmark} is not valid JSON"
+    found = [
+        (k, v)
+        for k, v in numbers.items()
+        if re.search(r"samples_per_s|throughput", k) and "memory" not in k and v > 0
+    ]
+    if not found:
+        return None, f"no throughput (samples/s) in {benchmark.name}"
+    gpu = [kv for kv in found if re.search(r"cuda|gpu", kv[0], re.I)]
+    key, value = (gpu or found)[0]
+    return value, key
+
+
+def estimate_hours(runs: list[Run], benchmark: Path | None = None) -> tuple[float | None, str]:
+    """GPU-hours for the missing runs: epochs x training examples / measured samples/s.
+
+    An upper bound on epochs (early stopping ends runs sooner) and ResNet-18's
+    throughput for every model (larger models are slower): a rough figure."""
+    rate, source = throughput(benchmark)
+    if rate is None:
+        return None, f"{source}: no measured throughput, run `make bench` for an estimate"
+    seconds, unknown = 0.0, 0
+    for run in runs:
+        if run.done:
+            continue
+        if run.epochs is None or run.dataset not in TRAIN_EXAMPLES:
+            unknown += 1
+            continue
+        seconds += run.epochs * TRAIN_EXAMPLES[run.dataset] / rate
+    note = f"from {source} = {rate:.0f} samples/s, max epochs, ResNet-18 speed for all models"
+    if unknown:
+        note += f"; {unknown} runs without an estimate"
+    return seconds / 3600, note
+
+
+def summary_line(runs: list[Run], hours: float | None) -> str:
+    done = sum(r.done for r in runs)
+    estimate = f"~{hours:.1f}" if hours is not None else "~? (no benchmark)"
+    return f"runs: {len(runs)} total, {done} done, {len(runs) - done} to run, {estimate} GPU-hours"
+
+
+def list_runs(runs: list[Run], hours: float | None, note: str) -> str:
+    lines = []
+    for run in runs:
+        extra = f"  ({run.note})" if run.note else ""
+        lines.append(f"{run.status:9s} [{run.block}] {run.key}{extra}")
+    lines.append(f"estimate: {note}")
+    lines.append(summary_line(runs, hours))
+    return "\n".join(lines)
+
+
+def launch(experiment: Experiment, block: str, overrides: Sequence[str]) -> int:
+    """One Hydra multirun of one block; returns its exit status."""
+    params = experiment.blocks[block]
+    main = experiment.blocks[MAIN]
+    # The main params come from the file; a block passes what differs as CLI sweeps.
+    diff = [f"{k}={v}" for k, v in params.items() if main.get(k) != v or k not in main]
+    command = [
+        sys.executable,
+        "-m",
+        "lerac.train",
+        "-m",
+        f"experiment={experiment.name}",
+        *diff,
+        *overrides,
+    ]
+    print("+", " ".join(command), flush=True)
+    # The same lerac package as this process, wherever the command is started.
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return subprocess.call(command, env={**os.environ, "PYTHONPATH": path})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", help="conf/experiment/<name>.yaml, e.g. table2")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    parser.add_argument("--dry", action="store_true", help="list the runs; train nothing")
+    parser.add_argument("--smoke", action="store_true", help="2 batches, 1 epoch, own folder")
+    parser.add_argument("--block", action="append", help="only these blocks (main, ...)")
+    parser.add_argument("--no-report", action="store_true", help="train only")
+    parser.add_argument("--report-only", action="store_true", help="write the report only")
+    args = parser.parse_intermixed_args(argv)
+
+    from lerac.report import write_experiment_report  # matplotlib and scipy: load late
+
+    overrides = list(args.overrides)
+    try:
+        experiment = load_experiment(args.experiment, overrides)
+        if args.smoke:
+            overrides += [*SMOKE, f"paths.output_dir={experiment.output_dir}_smoke"]
+            experiment = load_experiment(args.experiment, overrides)
+        unknown = set(args.block or []) - set(experiment.blocks)
+        if unknown:
+            raise ConfigError(
+                f"--block {sorted(unknown)}: experiment={args.experiment} has blocks "
+                f"{list(experiment.blocks)}"
+            )
+        blocks = args.block or list(experiment.blocks)
+        runs = enumerate_runs(experiment, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry:
+        hours, note = estimate_hours([r for r in runs if r.block in blocks])
+        print(list_runs([r for r in runs if r.block in blocks], hours, note))
+        return 0
+
+    status = 0
+    if not args.report_only:
+        for block in blocks:
+            if all(r.done for r in runs if r.block == block):
+                print(f"block {block}: every run is completed; skipped", flush=True)
+                continue
+            status = launch(experiment, block, overrides) or status
+        runs = enumerate_runs(experiment, overrides)
+    if not args.no_report:
+        for path in write_experiment_report(experiment, runs, smoke=args.smoke):
+            print(path)
+    done = sum(r.done for r in runs)
+    print(f"runs: {len(runs)} total, {done} done, {len(runs) - done} missing or failed")
+    return 1 if status else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
