@@ -14,10 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-# Registers ${lerac_gpu:...} (the GPU preset of the local launcher) in every job process:
-# lerac.train imports this module. Belongs in lerac/train.py; kept here until it moves.
-import lerac.launch  # noqa: F401
-
 # At most this many (step, layer, lr) rows go to W&B per run: DenseNet-121 has ~240 layers
 # and a curriculum of thousands of steps; the full schedule stays in lr_schedule.csv.
 MAX_LR_ROWS = 50_000

@@ -33,10 +33,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from lerac.checkpoint import Checkpoint, StopSignals
 from lerac.errors import ConfigError, CorruptDataError, LeRaCError, RunInterrupted
+from lerac.launch import gpu_for_job  # noqa: F401 - registers ${lerac_gpu:...} in job processes
 from lerac.loop import TrainerSettings, fit
 from lerac.store import CONFIG, ERROR_LOG, RunLock, RunStore, read_metrics, run_group, run_key
 from lerac.tracking import NoLogger
-from lerac.validate import check_modality, validate  # noqa: F401 - check_modality: moved
+from lerac.validate import validate
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys a group file carries for people, checks and reports, not for its constructor.
@@ -49,6 +50,7 @@ BOOKKEEPING = (
     "logger",
     "paths",
     "hydra",
+    "grid",  # an experiment's grid blocks: a run shared by two tables is the same run
 )
 
 OmegaConf.register_new_resolver("run_key", run_key, replace=True)

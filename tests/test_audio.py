@@ -20,7 +20,8 @@ from lerac.data.esc50 import load_esc50
 from lerac.errors import ConfigError, DataNotFoundError
 from lerac.models.densenet import DenseNet121
 from lerac.models.septr import SepTr
-from lerac.train import CONF_DIR, check_modality, train
+from lerac.train import CONF_DIR, train
+from lerac.validate import check_modality
 from tests.audio_fixtures import (
     SMALL_SHAPE,
     SMALL_SPECTROGRAM,
