@@ -15,6 +15,7 @@ CBS uses its generic CNN rule on these (after every conv with kernel > 1).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ def timm_model(
     name: str,
     num_classes: int,
     in_channels: int = 3,
-    image_size: int = 32,
+    image_size: int | Sequence[int] = 32,
     pretrained: bool = False,
     checkpoint: str | None = None,
     **options: Any,
@@ -69,23 +70,24 @@ def timm_model(
                 f"model.checkpoint={name}.pth (or model.pretrained=false)"
             ) from err
 
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     try:
-        model = create(img_size=image_size)  # ViT-like models are built for one size
+        model = create(img_size=size)  # ViT-like models are built for one size
     except TypeError:
         model = create()  # the model takes no img_size: CNNs run at any size
-    check_input_size(model, name, in_channels, image_size)
+    check_input_size(model, name, in_channels, size)
     return model
 
 
-def check_input_size(model: nn.Module, name: str, in_channels: int, image_size: int) -> None:
+def check_input_size(model: nn.Module, name: str, in_channels: int, size: tuple[int, int]) -> None:
     training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, in_channels, image_size, image_size))
+            model(torch.zeros(1, in_channels, *size))
     except (RuntimeError, ValueError, AssertionError) as err:
         raise ConfigError(
-            f"timm model '{name}' cannot take {in_channels}x{image_size}x{image_size} inputs "
+            f"timm model '{name}' cannot take {in_channels}x{size[0]}x{size[1]} inputs "
             f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}); "
             "choose another model.name or set dataset.image_size where the data set has it"
         ) from err
