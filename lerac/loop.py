@@ -22,6 +22,7 @@ from torch import nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
+from lerac.accel import Accelerator, check_settings
 from lerac.data.base import Splits, TensorLoader
 from lerac.errors import ConfigError, LeRaCError
 from lerac.layers import Layer, call_model, find_layers
@@ -47,6 +48,12 @@ class TrainerSettings:
     limit_eval_batches: int | None = None
     early_stopping_patience: int = 20
     progress: bool = True
+    # The fast path (lerac/accel.py): bf16 autocast, NHWC convolutions, torch.compile,
+    # one multi-tensor optimizer update across param groups.
+    precision: str = "fp32"
+    channels_last: Any = "auto"
+    compile: bool | str = False
+    fused_groups: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "early_stopping_patience"):
@@ -60,6 +67,7 @@ class TrainerSettings:
             raise ConfigError(
                 f"trainer.device='{self.device}' is not an option: use auto, cpu or cuda"
             )
+        check_settings(self.precision, self.channels_last, self.compile)
 
 
 @dataclass
@@ -146,7 +154,9 @@ def fit(
         )
 
     layers = find_layers(model, next(iter(val_loader))[0])
-    optimizer = make_optimizer(regime.param_groups(layers))
+    accel = Accelerator.from_settings(settings, device)
+    model = accel.prepare(model)
+    optimizer = accel.prepare_optimizer(make_optimizer(regime.param_groups(layers)))
     regime.start(optimizer, len(train_loader))
     schedule.start(optimizer, len(train_loader), settings.max_epochs, regime.curriculum_steps)
     if store:
