@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SEEDS := 0,1,2,3,4
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo bench clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ demo: install
 	$(PY) -m lerac.train -m experiment=demo regime=conventional,lerac seed=$(SEEDS)
 	$(PY) -m lerac.report outputs/demo --csv outputs/demo/summary.csv
 	$(PY) -m lerac.plots outputs/demo
+
+# Step-time ratios, loader speedup, throughput against the goals -> results/benchmark.json
+# (BENCH_QUICK=1: the quick size, under 10 minutes on 2 CPU cores).
+bench: install
+	$(PY) scripts/bench.py
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache
