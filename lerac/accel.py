@@ -23,10 +23,13 @@ The loop makes one :class:`Accelerator` and hands it the model and the optimizer
   (``nn.Module.compile``, so its state_dict keys stay the same) and so does the optimizer
   update (lerac/optim.py); rates reach the compiled update as a tensor, so LeRaC's
   per-step rates cause no recompiles.
-- ``trainer.fused_groups``: ``true`` (default) makes the optimizer step one multi-tensor
-  update across all param groups (lerac/optim.py), so LeRaC's one-group-per-layer costs
-  no more kernel launches than one group. Optimizers without a fused update (or with
-  options it does not cover) keep their own step, with a warning.
+- ``trainer.fused_groups``: ``auto`` (default: on CUDA), ``true`` or ``false``: the
+  optimizer step becomes one multi-tensor update across all param groups
+  (lerac/optim.py), so LeRaC's one-group-per-layer costs no more kernel launches than one
+  group. On the CPU there are no launches to save and PyTorch's own per-tensor step is
+  faster (foreach ops there allocate their out-of-place results), so ``auto`` keeps it.
+  Under compile the update is always the fused one. Optimizers without a fused update
+  (or with options it does not cover) keep their own step, with a warning.
 """
 
 from __future__ import annotations
@@ -44,19 +47,20 @@ from lerac.errors import ConfigError
 from lerac.optim import fuse_groups, unsupported
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-CHANNELS_LAST = ("auto", "true", "false")
+AUTO_TRUE_FALSE = ("auto", "true", "false")
 
 
-def check_settings(precision: str, channels_last: Any, compile: Any) -> None:
+def check_settings(
+    precision: str, channels_last: Any, compile: Any, fused_groups: Any = "auto"
+) -> None:
     """Refuse unknown values before any data is read."""
     if precision not in PRECISIONS:
         raise ConfigError(
             f"trainer.precision='{precision}' is not an option: use {' or '.join(PRECISIONS)}"
         )
-    if str(channels_last).lower() not in CHANNELS_LAST:
-        raise ConfigError(
-            f"trainer.channels_last={channels_last!r} is not an option: use auto, true or false"
-        )
+    for name, value in (("channels_last", channels_last), ("fused_groups", fused_groups)):
+        if str(value).lower() not in AUTO_TRUE_FALSE:
+            raise ConfigError(f"trainer.{name}={value!r} is not an option: use auto, true or false")
     if not isinstance(compile, (bool, str)) or compile == "":
         raise ConfigError(
             f"trainer.compile={compile!r} is not an option: use false, true or a torch.compile "
@@ -100,15 +104,16 @@ class Accelerator:
         precision: str = "fp32",
         compile: bool | str = False,
         channels_last: Any = "auto",
-        fused_groups: bool = True,
+        fused_groups: Any = "auto",
         backend: Any = None,
     ) -> None:
-        check_settings(precision, channels_last, compile)
+        check_settings(precision, channels_last, compile, fused_groups)
         self.device = torch.device(device)
         self.dtype = PRECISIONS[precision]
         self.backend = backend if backend is not None else compile_backend(compile)
         self.channels_last = str(channels_last).lower()
-        self.fused_groups = fused_groups
+        fused = str(fused_groups).lower()
+        self.fused_groups = fused == "true" or (fused == "auto" and self.device.type == "cuda")
 
     @classmethod
     def from_settings(cls, settings: Any, device: torch.device | str) -> Accelerator:
@@ -118,7 +123,7 @@ class Accelerator:
             precision=getattr(settings, "precision", "fp32"),
             compile=getattr(settings, "compile", False),
             channels_last=getattr(settings, "channels_last", "auto"),
-            fused_groups=getattr(settings, "fused_groups", True),
+            fused_groups=getattr(settings, "fused_groups", "auto"),
         )
 
     def uses_channels_last(self, model: nn.Module) -> bool:

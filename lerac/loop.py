@@ -53,7 +53,7 @@ class TrainerSettings:
     precision: str = "fp32"
     channels_last: Any = "auto"
     compile: bool | str = False
-    fused_groups: bool = True
+    fused_groups: Any = "auto"
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "early_stopping_patience"):
@@ -67,7 +67,7 @@ class TrainerSettings:
             raise ConfigError(
                 f"trainer.device='{self.device}' is not an option: use auto, cpu or cuda"
             )
-        check_settings(self.precision, self.channels_last, self.compile)
+        check_settings(self.precision, self.channels_last, self.compile, self.fused_groups)
 
 
 @dataclass

@@ -118,7 +118,7 @@ def test_unsupported_optimizers_keep_their_own_step():
     assert "RMSprop" in unsupported(torch.optim.RMSprop(params, lr=0.1))
     optimizer = torch.optim.Adam(params, lr=0.1, amsgrad=True)
     with pytest.warns(UserWarning, match="amsgrad"):
-        assert Accelerator("cpu").prepare_optimizer(optimizer) is optimizer
+        assert Accelerator("cpu", fused_groups=True).prepare_optimizer(optimizer) is optimizer
     assert "step" not in vars(optimizer)  # its own step, not replaced
 
 
@@ -237,10 +237,14 @@ def test_settings_come_from_the_config_and_bad_values_are_refused():
     assert accel.dtype == torch.bfloat16 and accel.backend == "aot_eager"
     default = TrainerSettings(**compose_config(TINY).trainer)
     assert Accelerator.from_settings(default, "cpu").backend is None
+    assert not Accelerator.from_settings(default, "cpu").fused_groups  # auto: CUDA only
+    assert Accelerator.from_settings(default, "cuda").fused_groups
     with pytest.raises(ConfigError, match="trainer.precision"):
         TrainerSettings(max_epochs=1, batch_size=2, precision="fp16")
     with pytest.raises(ConfigError, match="trainer.channels_last"):
         TrainerSettings(max_epochs=1, batch_size=2, channels_last="maybe")
+    with pytest.raises(ConfigError, match="trainer.fused_groups"):
+        TrainerSettings(max_epochs=1, batch_size=2, fused_groups="always")
 
 
 def test_in_memory_loader_covers_every_example_once_per_epoch_in_seeded_order():
@@ -280,7 +284,8 @@ def test_the_benchmark_runs_in_its_test_size(tmp_path, monkeypatch):
         "device_loader_speedup",
     ):
         assert report[key] > 0
-    assert report["densenet121"]["lerac"]["param_groups"] > 200  # DenseNet-121's layers
+    assert report["densenet121"]["lerac_fused_update"]["param_groups"] > 200  # its layers
+    assert report["lerac_side_the_trainer_uses"] == "lerac_plain_step"  # on the CPU
     assert report["resnet18"]["conventional"]["param_groups"] == 1
     if importlib.util.find_spec("lerac.smoothing") is None:
         assert report["cbs_vs_conventional_step_ratio"] is None and "CBS" in report["cbs_note"]
