@@ -9,7 +9,7 @@
 #   concurrency.json  N runs at once on one GPU through Hydra's joblib launcher (the
 #                     local parallel launcher), N = 1 2 4 8: aggregate steps/s and the
 #                     full ResNet-18 CIFAR-10 runs per hour that gives
-#   logs/             every command's output
+#   logs/             every command's output; concurrency/, families/: the runs' files
 # Without a GPU it runs the same stages on the CPU, smaller (quick benchmark, tiny runs,
 # compile with the aot_eager backend, N = 1 2), so the script itself is tested anywhere.
 # Data: synthetic CIFAR-10 files in the official format (no network needed). Families
@@ -35,6 +35,8 @@ else
   TRAIN_BATCHES=2; SMOKE="trainer.limit_train_batches=2 trainer.batch_size=16 model.width=4"
 fi
 BUDGET=${GPU_CHECK_BUDGET_S:-240}
+DATA=$(mktemp -d)  # the synthetic data set stays out of OUT_DIR (150 MB)
+trap 'rm -rf "$DATA"' EXIT
 echo "gpu_check: device=$DEVICE compile=$COMPILE bench=$SIZE out=$OUT"
 
 # 1. What machine this is.
@@ -48,7 +50,7 @@ echo "gpu_check: device=$DEVICE compile=$COMPILE bench=$SIZE out=$OUT"
 cat "$OUT/env.txt"
 
 # 2. Synthetic CIFAR-10 in the official pickle format (45k train after the 10% hold-out).
-"$PYTHON" - "$OUT/data" > "$OUT/logs/data.log" 2>&1 <<'EOF'
+"$PYTHON" - "$DATA" > "$OUT/logs/data.log" 2>&1 <<'EOF'
 import sys
 from pathlib import Path
 
@@ -59,7 +61,7 @@ bench.write_cifar10(Path(sys.argv[1]), 50_000)
 EOF
 
 # 3. The benchmark (make bench), on this device.
-timeout 600 "$PYTHON" scripts/bench.py --size "$SIZE" --data-dir "$OUT/data" \
+timeout 600 "$PYTHON" scripts/bench.py --size "$SIZE" --data-dir "$DATA" \
   --out "$OUT/benchmark.json" > "$OUT/logs/bench.log" 2>&1
 echo "benchmark: rc=$? ($OUT/benchmark.json)"
 tail -n 12 "$OUT/logs/bench.log"
@@ -72,7 +74,7 @@ for N in $N_LIST; do
     seed="$SEEDS" dataset=cifar10 model=resnet18 regime=lerac logger=none \
     trainer.device="$DEVICE" trainer.precision=bf16 trainer.max_epochs=2 \
     trainer.limit_train_batches=$TRAIN_BATCHES trainer.limit_eval_batches=2 \
-    trainer.progress=false overwrite=true paths.data_dir="$OUT/data" \
+    trainer.progress=false overwrite=true paths.data_dir="$DATA" \
     paths.output_dir="$OUT/concurrency/n$N" $([ "$DEVICE" = cpu ] && echo model.width=4) \
     > "$OUT/logs/concurrency_n$N.log" 2>&1
   RC=$?
@@ -89,7 +91,7 @@ out, batches = Path(sys.argv[1]), int(sys.argv[2])
 # A full run: Table 1 (ResNet-18) 200 epochs at batch 64 over 45k training images; early
 # stopping usually ends runs sooner, so this is a lower bound on runs per hour.
 full_steps = 200 * math.ceil(45_000 / 64)
-result = {"full_run_steps": full_steps, "per_run_steps": None, "by_concurrent_runs": {}}
+result = {"full_run_steps": full_steps, "by_concurrent_runs": {}}
 for folder in sorted((out / "concurrency").glob("n*"), key=lambda p: int(p.name[1:])):
     runs = [json.loads(p.read_text()) for p in folder.glob("*/metrics.json")]
     done = [r for r in runs if r.get("status") == "completed"]
@@ -106,13 +108,13 @@ print(json.dumps(result["by_concurrent_runs"], indent=1))
 EOF
 
 # 5. Every model family, a few steps in bf16, without and with compile (time budget).
-"$PYTHON" - "$OUT" "$DEVICE" "$COMPILE" "$BUDGET" "$SMOKE" <<'EOF'
+"$PYTHON" - "$OUT" "$DEVICE" "$COMPILE" "$BUDGET" "$SMOKE" "$DATA" <<'EOF'
 import subprocess, sys, time
 from pathlib import Path
 
 import yaml
 
-out, device, compile_value, budget, smoke = sys.argv[1:6]
+out, device, compile_value, budget, smoke, data = sys.argv[1:7]
 deadline = time.time() + float(budget)
 conf = Path("conf")
 datasets = {}
@@ -134,7 +136,7 @@ for path in sorted((conf / "model").glob("*.yaml")):
                    f"dataset={dataset}", f"trainer.device={device}", "trainer.precision=bf16",
                    f"trainer.compile={compiled}", "trainer.max_epochs=1",
                    "trainer.limit_eval_batches=2", "trainer.progress=false", "logger=none",
-                   "overwrite=true", f"paths.data_dir={out}/data",
+                   "overwrite=true", f"paths.data_dir={data}",
                    f"paths.output_dir={out}/families", f"tag=compile_{compiled}",
                    *smoke.split()]
         if path.stem != "resnet18":
@@ -150,7 +152,10 @@ for path in sorted((conf / "model").glob("*.yaml")):
         seconds = time.time() - start
         log = Path(out) / "logs" / f"family_{path.stem}_compile_{compiled}.log"
         log.write_text(text + "\n")
-        last = text.splitlines()[-1][:160] if text else ""
+        # The run's outcome: its "test acc" line, else its "error:" line, else the last.
+        lines = text.splitlines() or [""]
+        key = "test acc" if status == "ok" else "error"
+        last = next((ln for ln in reversed(lines) if key in ln), lines[-1])[:200]
         rows.append(f"{path.stem}\t{dataset}\t{compiled}\t{status}\t{seconds:.1f}\t{last}")
         print(rows[-1], flush=True)
 (Path(out) / "families.tsv").write_text("\n".join(rows) + "\n")
