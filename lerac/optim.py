@@ -11,9 +11,10 @@ It is the optimizer's own update: the same state entries (``momentum_buffer``; `
 ``exp_avg``, ``exp_avg_sq``; ``exp_inf``) and the operations of PyTorch's foreach
 implementation in the same order, so ``state_dict``/``load_state_dict``, checkpoints and
 LR schedulers (which only write ``group["lr"]``) work unchanged. Adam, AdamW and Adamax
-give the same numbers as PyTorch's foreach path; SGD differs by rounding (PyTorch adds
-``-lr * grad`` in one fused multiply-add, here it is a multiply, then an add, which is
-what PyTorch itself does under torch.compile). A step that meets a parameter without
+give the same numbers as PyTorch's step; so does SGD on the CPU (there it runs PyTorch's
+per-tensor arithmetic); SGD's foreach form (CUDA, compiled) differs by rounding (PyTorch
+adds ``-lr * grad`` in one fused multiply-add, here it is a multiply, then an add, which
+is what PyTorch itself does under torch.compile). A step that meets a parameter without
 state yet (the first one) is left to the optimizer's own step, which creates the state.
 
 With ``compile_backend`` the update is compiled (torch.compile). Per-tensor scalars
@@ -52,6 +53,21 @@ def sgd_update(params, grads, bufs, scalars, *, momentum, dampening, weight_deca
         torch._foreach_add_(bufs, grads, alpha=1 - dampening)
         grads = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
     torch._foreach_add_(params, torch._foreach_mul(grads, neg_lrs))
+
+
+def sgd_update_per_tensor(
+    params, grads, bufs, scalars, *, momentum, dampening, weight_decay, nesterov
+):
+    """The CPU form: PyTorch's own per-tensor SGD arithmetic (bit-identical to its CPU
+    step), without its per-group overhead; foreach ops buy nothing on the CPU."""
+    (neg_lrs,) = scalars
+    for param, grad, buf, neg_lr in zip(params, grads, bufs, neg_lrs):
+        if weight_decay != 0:
+            grad = grad.add(param, alpha=weight_decay)
+        if momentum != 0:
+            buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+            grad = grad.add(buf, alpha=momentum) if nesterov else buf
+        param.add_(grad, alpha=neg_lr)
 
 
 def adam_update(
@@ -250,6 +266,8 @@ class FusedUpdate:
                     params[0].device, non_blocking=True
                 )
                 self.compiled(params, grads, states, table, hyper)
+            elif kind.update is sgd_update and params[0].device.type == "cpu":
+                sgd_update_per_tensor(params, grads, *states, scalars, **hyper)
             else:
                 kind.update(params, grads, *states, scalars, **hyper)
         self.steps_taken += 1

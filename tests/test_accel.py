@@ -98,17 +98,13 @@ def test_fused_update_equals_the_optimizers_own(name):
     # Every step but the first, which creates the state (plain SGD keeps none).
     assert fused_opt.fused_update.steps_taken == (10 if name == "sgd_plain" else 9)
     for a, b in zip(plain.parameters(), fused.parameters()):
-        if name.startswith("sgd"):  # one multiply-add (torch) against multiply, then add
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-        else:
-            assert torch.equal(a, b)
+        assert torch.equal(a, b)  # on the CPU every update is PyTorch's arithmetic
     plain_state, fused_state = plain_opt.state_dict(), fused_opt.state_dict()
     assert plain_state["param_groups"] == fused_state["param_groups"]
     for key, entry in plain_state["state"].items():
         assert entry.keys() == fused_state["state"][key].keys()
         for field, value in entry.items():
-            fused_value = fused_state["state"][key][field]
-            torch.testing.assert_close(fused_value, value, rtol=1e-5, atol=1e-6)
+            assert torch.equal(fused_state["state"][key][field], value)
 
 
 def test_unsupported_optimizers_keep_their_own_step():
@@ -124,6 +120,7 @@ def test_unsupported_optimizers_keep_their_own_step():
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_compiled_update_does_not_recompile_when_rates_move(name):
+    # The compiled form is the foreach one (SGD: multiply, then add): equal up to rounding.
     counter = CompileCounter()
     model, optimizer, rates, compiles = train_with_curriculum(
         OPTIMIZERS[name], fused=True, backend=counter
