@@ -10,7 +10,7 @@ truthy = $(filter 1 true yes,$(1))
 GRID_FLAGS = $(if $(call truthy,$(DRY)),--dry) $(if $(call truthy,$(SMOKE)),--smoke) \
 	$(if $(BLOCK),--block $(BLOCK))
 
-.PHONY: install test lint demo clean reproduce-controls $(addprefix reproduce-table,$(TABLES))
+.PHONY: install test lint demo bench clean reproduce-controls $(addprefix reproduce-table,$(TABLES))
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ $(addprefix reproduce-table,$(TABLES)): reproduce-table%: install
 # Controls the paper does not run (warmup, shuffled layer order): results/controls.md.
 reproduce-controls: install
 	$(PY) -m lerac.grid controls $(GRID_FLAGS) $(ARGS)
+
+# Step-time ratios, loader speedup, throughput against the goals -> results/benchmark.json
+# (BENCH_QUICK=1: the quick size, under 10 minutes on 2 CPU cores).
+bench: install
+	$(PY) scripts/bench.py
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache

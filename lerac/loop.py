@@ -27,6 +27,7 @@ from torch import nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
+from lerac.accel import Accelerator, check_settings
 from lerac.checkpoint import Checkpoint, StopSignals, load_state_into, rng_state, set_rng_state
 from lerac.checkpoint import state_of as state_of_part
 from lerac.data.base import Splits, TensorLoader
@@ -56,6 +57,12 @@ class TrainerSettings:
     progress: bool = True
     deterministic: bool = False  # torch deterministic algorithms (train.py switches them)
     keep_checkpoint: bool = False  # keep checkpoint.pt once the run is complete
+    # The fast path (lerac/accel.py): bf16 autocast, NHWC convolutions, torch.compile,
+    # one multi-tensor optimizer update across param groups.
+    precision: str = "fp32"
+    channels_last: Any = "auto"
+    compile: bool | str = False
+    fused_groups: Any = "auto"
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "early_stopping_patience"):
@@ -69,6 +76,7 @@ class TrainerSettings:
             raise ConfigError(
                 f"trainer.device='{self.device}' is not an option: use auto, cpu or cuda"
             )
+        check_settings(self.precision, self.channels_last, self.compile, self.fused_groups)
 
 
 @dataclass
@@ -237,7 +245,9 @@ def fit(
         )
 
     layers = find_layers(model, next(iter(val_loader))[0])
-    optimizer = make_optimizer(regime.param_groups(layers))
+    accel = Accelerator.from_settings(settings, device)
+    model = accel.prepare(model)
+    optimizer = accel.prepare_optimizer(make_optimizer(regime.param_groups(layers)))
     regime.start(optimizer, len(train_loader))
     initial_lrs = {n: g["lr"] for g in optimizer.param_groups for n in g.get("layers", [])}
     schedule.start(optimizer, len(train_loader), settings.max_epochs, regime.curriculum_steps)

@@ -1,0 +1,179 @@
+"""The fast path of the training loop: precision, memory layout, compilation and the
+fused optimizer update, all chosen by ``trainer.*`` settings.
+
+The loop makes one :class:`Accelerator` and hands it the model and the optimizer:
+
+    accel = Accelerator.from_settings(settings, device)
+    model = accel.prepare(model)                  # after find_layers, before the optimizer
+    optimizer = accel.prepare_optimizer(make_optimizer(groups))  # before any LR scheduler
+
+- ``trainer.precision``: ``fp32`` (default, the paper's numbers) or ``bf16``: the model's
+  forward runs under ``torch.autocast`` in bfloat16 and returns float32 outputs, so the
+  loss, metrics and evaluation need no change (the same wrapping HF Accelerate uses).
+  Parameters and optimizer state stay float32. bf16 needs no loss scaling.
+- ``trainer.channels_last``: ``auto`` or ``true`` (on CUDA, for models with 2D
+  convolutions) or ``false``. cuDNN's convolutions are fastest in NHWC; the first
+  convolution then hands NHWC activations on, so inputs need no conversion. Never on CPU:
+  there torch 2.14.1 computes wrong weight gradients for NHWC 1x1 stride-2 convolutions
+  with few channels (ResNet-18's downsample at width 2-4; checked against float64).
+- On CUDA ``torch.backends.cudnn.benchmark`` is switched on: every run has a few fixed
+  input shapes, so the autotuning pays off after the first batches.
+- ``trainer.compile``: ``false``, ``true`` (torch.compile with inductor) or a dynamo
+  backend name (``aot_eager``, ``eager``: for debugging). The model compiles in place
+  (``nn.Module.compile``, so its state_dict keys stay the same) and so does the optimizer
+  update (lerac/optim.py); rates reach the compiled update as a tensor, so LeRaC's
+  per-step rates cause no recompiles.
+- ``trainer.fused_groups``: ``auto`` (default: on CUDA), ``true`` or ``false``: the
+  optimizer step becomes one multi-tensor update across all param groups
+  (lerac/optim.py), so LeRaC's one-group-per-layer costs no more kernel launches than one
+  group. On the CPU there are no launches to save and PyTorch's own per-tensor step is
+  faster (foreach ops there allocate their out-of-place results), so ``auto`` keeps it.
+  Under compile the update is always the fused one. Optimizers without a fused update
+  (or with options it does not cover) keep their own step, with a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from lerac.errors import ConfigError
+from lerac.optim import fuse_groups, unsupported
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+AUTO_TRUE_FALSE = ("auto", "true", "false")
+
+
+def check_settings(
+    precision: str, channels_last: Any, compile: Any, fused_groups: Any = "auto"
+) -> None:
+    """Refuse unknown values before any data is read."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision='{precision}' is not an option: use {' or '.join(PRECISIONS)}"
+        )
+    for name, value in (("channels_last", channels_last), ("fused_groups", fused_groups)):
+        if str(value).lower() not in AUTO_TRUE_FALSE:
+            raise ConfigError(f"trainer.{name}={value!r} is not an option: use auto, true or false")
+    if not isinstance(compile, (bool, str)) or compile == "":
+        raise ConfigError(
+            f"trainer.compile={compile!r} is not an option: use false, true or a torch.compile "
+            "backend name (e.g. aot_eager)"
+        )
+
+
+def compile_backend(compile: bool | str) -> str | None:
+    """The torch.compile backend ``trainer.compile`` asks for, or None."""
+    if compile is True or str(compile).lower() == "true":
+        return "inductor"
+    if compile is False or str(compile).lower() == "false":
+        return None
+    return str(compile)
+
+
+def _float_outputs(output: Any) -> Any:
+    if isinstance(output, torch.Tensor) and output.is_floating_point():
+        return output.float()
+    if isinstance(output, dict):
+        return {k: _float_outputs(v) for k, v in output.items()}
+    if isinstance(output, (tuple, list)):
+        return type(output)(_float_outputs(v) for v in output)
+    return output
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """NHWC 4D weights, in place: the Parameter objects (and so param groups) stay."""
+    return model.to(memory_format=torch.channels_last)
+
+
+class Accelerator:
+    """Applies the fast-path settings to a model and an optimizer on ``device``.
+
+    ``backend`` overrides the torch.compile backend (tests pass a compile counter).
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        precision: str = "fp32",
+        compile: bool | str = False,
+        channels_last: Any = "auto",
+        fused_groups: Any = "auto",
+        backend: Any = None,
+    ) -> None:
+        check_settings(precision, channels_last, compile, fused_groups)
+        self.device = torch.device(device)
+        self.dtype = PRECISIONS[precision]
+        self.backend = backend if backend is not None else compile_backend(compile)
+        self.channels_last = str(channels_last).lower()
+        fused = str(fused_groups).lower()
+        self.fused_groups = fused == "true" or (fused == "auto" and self.device.type == "cuda")
+
+    @classmethod
+    def from_settings(cls, settings: Any, device: torch.device | str) -> Accelerator:
+        """From a :class:`lerac.loop.TrainerSettings` (or any object with its fields)."""
+        return cls(
+            device,
+            precision=getattr(settings, "precision", "fp32"),
+            compile=getattr(settings, "compile", False),
+            channels_last=getattr(settings, "channels_last", "auto"),
+            fused_groups=getattr(settings, "fused_groups", "auto"),
+        )
+
+    def uses_channels_last(self, model: nn.Module) -> bool:
+        if self.channels_last == "false" or not any(
+            isinstance(m, nn.Conv2d) for m in model.modules()
+        ):
+            return False
+        if self.device.type != "cuda":
+            if self.channels_last == "true":
+                warnings.warn(
+                    "trainer.channels_last=true is ignored on the CPU (wrong NHWC gradients "
+                    "there, see lerac/accel.py); it applies on CUDA",
+                    stacklevel=2,
+                )
+            return False
+        return True
+
+    def autocast(self) -> Any:
+        """The autocast context of ``trainer.precision`` (a no-op for fp32)."""
+        if self.dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The same module, set up for the fast path (parameters keep their identity)."""
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if self.uses_channels_last(model):
+            to_channels_last(model)
+        if self.dtype is not None:
+            forward = type(model).forward
+
+            @functools.wraps(forward)
+            def autocast_forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+                with self.autocast():
+                    output = forward(module, *args, **kwargs)
+                return _float_outputs(output)
+
+            # Bound to the module: a deepcopy of the model binds to the copy.
+            model.forward = types.MethodType(autocast_forward, model)
+        if self.backend is not None:
+            model.compile(backend=self.backend)
+        return model
+
+    def prepare_optimizer(self, optimizer: Optimizer) -> Optimizer:
+        """The same optimizer with a fused (and, under compile, compiled) step."""
+        if not (self.fused_groups or self.backend is not None):
+            return optimizer
+        reason = unsupported(optimizer)
+        if reason:
+            warnings.warn(f"{reason}; the optimizer keeps its own step", stacklevel=2)
+            return optimizer
+        return fuse_groups(optimizer, compile_backend=self.backend)
