@@ -278,6 +278,8 @@ def estimate_hours(runs: list[Run], benchmark: Path | None = None) -> tuple[floa
             continue
         seconds += run.epochs * TRAIN_EXAMPLES[run.dataset] / rate
     note = f"from {source} = {rate:.0f} samples/s, max epochs, ResNet-18 speed for all models"
+    if not re.search(r"cuda|gpu", source, re.I):
+        note += "; a CPU figure (no GPU measured yet), so a GPU needs far fewer hours"
     if unknown:
         note += f"; {unknown} runs without an estimate"
     return seconds / 3600, note

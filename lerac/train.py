@@ -37,7 +37,7 @@ from lerac.launch import gpu_for_job  # noqa: F401 - registers ${lerac_gpu:...} 
 from lerac.loop import TrainerSettings, fit
 from lerac.store import CONFIG, ERROR_LOG, RunLock, RunStore, read_metrics, run_group, run_key
 from lerac.tracking import NoLogger
-from lerac.validate import validate
+from lerac.validate import flatten, validate
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys a group file carries for people, checks and reports, not for its constructor.
@@ -86,21 +86,12 @@ def user_error(err: BaseException | None) -> LeRaCError | None:
     return None
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
 def config_changes(saved: Path, cfg: DictConfig) -> list[str]:
     """Settings that differ between a run's saved config and ``cfg`` (bookkeeping aside)."""
     if not saved.is_file():
         return []
-    old = _flatten(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
-    new = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    old = flatten(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
+    new = flatten(OmegaConf.to_container(cfg, resolve=True))
     return sorted(
         key
         for key in old.keys() | new.keys()

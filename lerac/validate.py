@@ -87,12 +87,13 @@ RULES = (
 )
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"a.b.c": value}."""
     if not isinstance(node, dict):
         return {prefix: node}
     flat: dict[str, Any] = {}
     for key, value in node.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return flat
 
 
@@ -205,7 +206,7 @@ def validate(cfg: DictConfig) -> None:
     """Refuse a config that cannot run, with one message naming key, value and fix."""
     run_keys = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     try:
-        values = _flatten(OmegaConf.to_container(run_keys, resolve=True))
+        values = flatten(OmegaConf.to_container(run_keys, resolve=True))
     except OmegaConfBaseException as err:
         raise ConfigError(f"the config does not resolve: {err}".replace("\n", "; ")) from None
     check_values(values)

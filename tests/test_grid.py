@@ -108,6 +108,7 @@ def test_dry_lists_counts_and_estimates(mini, tmp_path, capsys, monkeypatch):
     done.mkdir(parents=True)
     (done / "metrics.json").write_text('{"status": "completed", "test_acc": 1.0}')
 
+    monkeypatch.setattr(grid, "BENCHMARK", tmp_path / "none.json")  # no benchmark measured
     assert grid.main(["mini", "--dry", *search]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == "runs: 5 total, 1 done, 4 to run, ~? (no benchmark) GPU-hours"

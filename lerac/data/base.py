@@ -86,24 +86,27 @@ class Splits:
         seed: int = 0,
         limit_train_batches: int | None = None,
         limit_eval_batches: int | None = None,
-    ) -> tuple[TensorLoader, TensorLoader, TensorLoader]:
+    ) -> tuple[Any, Any, Any]:
         """Train (shuffled, augmented), validation and test loaders on ``device``."""
         normalize = self.normalizer(device)
-
-        def loader(split: str, train: bool) -> TensorLoader:
-            inputs, targets = getattr(self, split)
-            return TensorLoader(
-                move(inputs, device),
-                targets.to(device),
+        return tuple(
+            self.loader(
+                split,
                 batch_size,
-                shuffle=train,
+                device,
+                shuffle=split == "train",
                 seed=seed,
                 transform=normalize,
-                augment=self.augment if train else None,
-                max_batches=limit_train_batches if train else limit_eval_batches,
+                augment=self.augment if split == "train" else None,
+                max_batches=limit_train_batches if split == "train" else limit_eval_batches,
             )
+            for split in ("train", "val", "test")
+        )
 
-        return loader("train", True), loader("val", False), loader("test", False)
+    def loader(self, split: str, batch_size: int, device: torch.device | str, **options) -> Any:
+        """One split's loader; a family that streams from disk overrides this."""
+        inputs, targets = getattr(self, split)
+        return TensorLoader(move(inputs, device), targets.to(device), batch_size, **options)
 
 
 def hold_out(

@@ -134,28 +134,14 @@ class StreamingSplits(Splits):
     def sizes(self) -> dict[str, int]:
         return {name: len(getattr(self, name)[1]) for name in ("train", "val", "test")}
 
-    def loaders(
-        self,
-        batch_size: int,
-        device: torch.device | str,
-        seed: int = 0,
-        limit_train_batches: int | None = None,
-        limit_eval_batches: int | None = None,
-    ) -> tuple[StreamingLoader, StreamingLoader, StreamingLoader]:
-        normalize = self.normalizer(device)
-
-        def loader(split: str, train: bool) -> StreamingLoader:
-            files, labels = getattr(self, split)
-            return StreamingLoader(
-                ImageFiles(files, labels, self.channels, self.image_size, self.resize),
-                batch_size,
-                shuffle=train,
-                device=device,
-                seed=seed,
-                transform=normalize,
-                max_batches=limit_train_batches if train else limit_eval_batches,
-                augment=self.augment if train else None,
-                num_workers=self.num_workers,
-            )
-
-        return loader("train", True), loader("val", False), loader("test", False)
+    def loader(
+        self, split: str, batch_size: int, device: torch.device | str, **options
+    ) -> StreamingLoader:
+        files, labels = getattr(self, split)
+        return StreamingLoader(
+            ImageFiles(files, labels, self.channels, self.image_size, self.resize),
+            batch_size,
+            device=device,
+            num_workers=self.num_workers,
+            **options,
+        )
