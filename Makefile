@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
+# No network in tests: W&B off, the HuggingFace hub and datasets offline.
 test: install
-	WANDB_MODE=disabled $(PY) -m pytest -q
+	WANDB_MODE=disabled HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check lerac tests scripts

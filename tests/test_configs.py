@@ -159,5 +159,5 @@ def test_run_directory_is_named_by_key():
 
 def test_demo_experiment():
     cfg = compose_config(["experiment=demo"])
-    assert cfg.model.width == 16 and cfg.trainer.max_epochs == 30 and cfg.regime.k == 5
+    assert cfg.model.width == 16 and cfg.trainer.max_epochs == 20 and cfg.regime.k == 5
     assert compose_config(["experiment=demo", "regime=conventional"]).regime.id == "conventional"
