@@ -153,20 +153,16 @@ def image_splits(
     )
 
 
-class TensorLoader:
-    """Batches of (normalized inputs, targets) from tensors already on the target device.
-
-    Shuffling draws a new permutation each epoch from a generator seeded once, so runs
-    with the same seed see the same batches. A training batch of a single example is
-    dropped (batch norm cannot train on it); evaluation keeps every example.
-    ``max_batches`` caps the batches per epoch (smoke tests of a whole grid). ``augment``
-    maps (inputs, targets) of a batch in stored dtype before ``transform`` maps inputs.
-    """
+class EpochBatches:
+    """The batching rules every loader shares: a new permutation per training epoch drawn
+    from a generator seeded once (same seed, same batches), a lone last training example
+    dropped (batch norm cannot train on it; evaluation keeps every example), ``max_batches``
+    per epoch (smoke tests), and per batch ``augment`` (training, stored dtype) then
+    ``transform`` (inputs). Subclasses say where the examples come from."""
 
     def __init__(
         self,
-        inputs: Inputs,
-        targets: Tensor,
+        n: int,
         batch_size: int,
         shuffle: bool,
         seed: int = 0,
@@ -176,13 +172,10 @@ class TensorLoader:
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch size must be positive, got {batch_size}")
-        self.inputs, self.targets = inputs, targets
-        self.batch_size = batch_size
-        self.shuffle = shuffle
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         self.generator = torch.Generator().manual_seed(seed)
         self.transform = transform or (lambda x: x)
         self.augment = augment
-        n = len(targets)
         full, rest = divmod(n, batch_size)
         batches = full + (1 if rest > (1 if shuffle else 0) else 0)
         self.num_batches = min(batches, max_batches) if max_batches else batches
@@ -192,7 +185,7 @@ class TensorLoader:
 
     @property
     def num_examples(self) -> int:
-        return min(len(self.targets), self.num_batches * self.batch_size)
+        return min(self.n, self.num_batches * self.batch_size)
 
     def state_dict(self) -> dict[str, Any]:
         """The shuffling generator's state: restoring it replays the same epoch orders."""
@@ -201,15 +194,38 @@ class TensorLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
 
+    def epoch_order(self) -> Tensor:
+        """This epoch's example order (on the CPU)."""
+        return (
+            torch.randperm(self.n, generator=self.generator)
+            if self.shuffle
+            else torch.arange(self.n)
+        )
+
+    def finish(self, inputs: Inputs, targets: Tensor) -> tuple[Inputs, Tensor]:
+        if self.augment is not None:
+            inputs, targets = self.augment(inputs, targets)
+        return self.transform(inputs), targets
+
+
+class TensorLoader(EpochBatches):
+    """Batches of (normalized inputs, targets) from tensors already on the target device,
+    cut by index from this epoch's order (rules in :class:`EpochBatches`)."""
+
+    def __init__(
+        self,
+        inputs: Inputs,
+        targets: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        **rules: Any,
+    ) -> None:
+        super().__init__(len(targets), batch_size, shuffle, seed, **rules)
+        self.inputs, self.targets = inputs, targets
+
     def __iter__(self) -> Iterator[tuple[Inputs, Tensor]]:
-        n = len(self.targets)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.targets.device)
-        else:
-            order = torch.arange(n, device=self.targets.device)
+        order = self.epoch_order().to(self.targets.device)
         for b in range(self.num_batches):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            inputs, targets = take(self.inputs, index), self.targets[index]
-            if self.augment is not None:
-                inputs, targets = self.augment(inputs, targets)
-            yield self.transform(inputs), targets
+            yield self.finish(take(self.inputs, index), self.targets[index])

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lerac.data.base import BatchTransform, Splits
+from lerac.data.base import EpochBatches, Splits
 from lerac.data.images import read_image
 
 
@@ -55,12 +55,9 @@ class _Batches:
             yield order[b * size : (b + 1) * size].tolist()
 
 
-class StreamingLoader:
-    """Batches decoded by ``num_workers`` DataLoader workers, moved to ``device``.
-
-    Same batching rules as :class:`TensorLoader`: a new seeded permutation per training
-    epoch, a lone last training example dropped, ``max_batches`` caps an epoch.
-    """
+class StreamingLoader(EpochBatches):
+    """Batches decoded from files by ``num_workers`` DataLoader workers, moved to
+    ``device``; the order and every batching rule are :class:`EpochBatches`'."""
 
     def __init__(
         self,
@@ -68,24 +65,12 @@ class StreamingLoader:
         batch_size: int,
         shuffle: bool,
         device: torch.device | str,
-        seed: int = 0,
-        transform=None,
-        max_batches: int | None = None,
-        augment: BatchTransform | None = None,
         num_workers: int = 0,
+        **rules: Any,
     ) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
-        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
-        self.device = torch.device(device)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.transform = transform or (lambda x: x)
-        self.augment = augment
-        n = len(dataset)
-        full, rest = divmod(n, batch_size)
-        batches = full + (1 if rest > (1 if shuffle else 0) else 0)
-        self.num_batches = min(batches, max_batches) if max_batches else batches
-        self.order = torch.arange(n)
+        super().__init__(len(dataset), batch_size, shuffle, **rules)
+        self.dataset, self.device = dataset, torch.device(device)
+        self.order = torch.arange(self.n)
         self.loader = DataLoader(
             dataset,
             batch_sampler=_Batches(self),
@@ -94,30 +79,11 @@ class StreamingLoader:
             persistent_workers=num_workers > 0,  # no worker start-up every epoch
         )
 
-    def __len__(self) -> int:
-        return self.num_batches
-
-    @property
-    def num_examples(self) -> int:
-        return min(len(self.dataset), self.num_batches * self.batch_size)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.dataset)
-        self.order = (
-            torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        )
+        self.order = self.epoch_order()  # read by the batch sampler in this process
         for images, targets in self.loader:
             images = images.to(self.device, non_blocking=True)
-            targets = targets.to(self.device, non_blocking=True)
-            if self.augment is not None:
-                images, targets = self.augment(images, targets)
-            yield self.transform(images), targets
+            yield self.finish(images, targets.to(self.device, non_blocking=True))
 
 
 @dataclass
