@@ -10,7 +10,6 @@ callers that build them directly.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -181,14 +180,14 @@ def check_pretrained(cfg: DictConfig) -> None:
     source = cfg.model.get("pretrained")
     if not source or not isinstance(source, str) or Path(source).expanduser().is_dir():
         return
-    from lerac.models.hub import PretrainedUnavailable, _looks_like_hub_id
+    from lerac.models.hub import PretrainedUnavailable, hub_offline, looks_like_hub_id
 
-    if not _looks_like_hub_id(source):
+    if not looks_like_hub_id(source):
         raise PretrainedUnavailable(
             f"model.pretrained={source!r}: the directory does not exist; point it at a "
             "directory written by save_pretrained, or at a hub id such as microsoft/cvt-13"
         )
-    if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
+    if not hub_offline():
         return  # the hub may answer; from_pretrained says so if it does not
     from huggingface_hub import try_to_load_from_cache
 

@@ -38,6 +38,7 @@ import torch
 from lerac.data.base import Splits, hold_out
 from lerac.data.tokenize import make_tokenizer, to_tensors, trim_padding
 from lerac.errors import ConfigError, DataNotFoundError
+from lerac.models.hub import hub_offline
 
 log = logging.getLogger("lerac")
 
@@ -181,7 +182,7 @@ def read_hub(
     import datasets
 
     reason = "no hub copy is configured (dataset.hub_id)"
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    offline = hub_offline()
     if hub_id and offline and not datasets.config.HF_HUB_OFFLINE:
         reason = f"HF_HUB_OFFLINE is set, so the hub copy {hub_id} was not tried"
     elif hub_id:

@@ -36,7 +36,7 @@ def from_pretrained(cls: Any, source: str, what: str = "weights", **kwargs: Any)
                 f"{what} could not be loaded from the directory {local} ({_first_line(err)}); "
                 "write it with save_pretrained(...) so it holds config.json and the weights"
             ) from err
-    if not _looks_like_hub_id(source):
+    if not looks_like_hub_id(source):
         raise PretrainedUnavailable(
             f"{what}: the directory {local} does not exist; point model.pretrained at a "
             "directory written by save_pretrained, or at a hub id such as microsoft/cvt-13"
@@ -45,8 +45,7 @@ def from_pretrained(cls: Any, source: str, what: str = "weights", **kwargs: Any)
         return cls.from_pretrained(source, local_files_only=True, **kwargs)
     except (OSError, ValueError):
         pass  # not cached: try the hub below, unless told to stay offline
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    if not offline:
+    if not hub_offline():
         try:
             return cls.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as err:
@@ -65,7 +64,12 @@ def from_pretrained(cls: Any, source: str, what: str = "weights", **kwargs: Any)
     )
 
 
-def _looks_like_hub_id(source: str) -> bool:
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE is set: nothing may be fetched from the hub."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def looks_like_hub_id(source: str) -> bool:
     """``name`` or ``org/name``; anything else is meant as a local path."""
     parts = source.split("/")
     return len(parts) <= 2 and all(parts) and not source.startswith((".", "~"))
