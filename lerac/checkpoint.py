@@ -17,7 +17,6 @@ resume; an exact mid-epoch checkpoint would need the loader's position inside an
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import threading
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from lerac.errors import LeRaCError
+from lerac.io import load_torch, remove_temporaries, save_torch
 
 CHECKPOINT = "checkpoint.pt"
 VERSION = 1
@@ -43,18 +43,13 @@ class Checkpoint:
         return self.path.is_file()
 
     def save(self, state: dict[str, Any]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save({"version": VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        save_torch(self.path, {"version": VERSION, **state})
 
     def load(self) -> dict[str, Any] | None:
         if not self.exists():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            state = load_torch(self.path)
         except Exception as err:
             raise LeRaCError(
                 f"{self.path} cannot be read ({type(err).__name__}: {err}); delete it to "
@@ -69,7 +64,7 @@ class Checkpoint:
 
     def prune(self) -> None:
         self.path.unlink(missing_ok=True)
-        self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)
+        remove_temporaries(self.path)
 
 
 def rng_state() -> dict[str, Any]:

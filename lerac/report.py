@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 import statistics
 import sys
@@ -30,7 +29,8 @@ from typing import Any
 
 from scipy.stats import binomtest, ttest_rel
 
-from lerac.store import CONFIG, HISTORY, METRICS, PREDICTIONS
+from lerac.io import atomic_open, write_text
+from lerac.store import CONFIG, CORRUPT, HISTORY, METRICS, PREDICTIONS, read_metrics
 
 GROUP_KEYS = ("dataset", "model", "regime", "tag")
 REPO = Path(__file__).resolve().parent.parent
@@ -103,12 +103,11 @@ def scan_runs(root: str | Path) -> tuple[list[dict[str, Any]], list[tuple[str, s
     seen = set()
     for file in sorted(Path(root).rglob(METRICS)):
         seen.add(file.parent)
-        try:
-            metrics = json.loads(file.read_text())
-            if not isinstance(metrics, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as err:
-            problems.append((str(file.parent), f"corrupt {METRICS} ({err})"))
+        metrics = read_metrics(file.parent)
+        if metrics is None:  # removed while we looked
+            continue
+        if metrics.get("status") == CORRUPT:
+            problems.append((str(file.parent), f"corrupt {METRICS} ({metrics['error']})"))
             continue
         if metrics.get("status") == "completed" and "test_acc" not in metrics:
             problems.append((str(file.parent), f"corrupt {METRICS} (completed without test_acc)"))
@@ -398,7 +397,7 @@ def format_markdown(
 
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, CSV_FIELDS)
         writer.writeheader()
         for row in rows:
@@ -435,7 +434,7 @@ def write_experiment_report(experiment: Any, runs: list[Any], smoke: bool = Fals
     )
     title = grid.get("title") or experiment.name
     md, table = report.with_suffix(".md"), report.with_suffix(".csv")
-    md.write_text(format_markdown(title, rows, reference, missing, problems, source))
+    write_text(md, format_markdown(title, rows, reference, missing, problems, source))
     write_table(rows, table)
     outputs = [md, table]
     completed = [
@@ -470,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarize(runs)
     print(format_table(rows))
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
+        with atomic_open(args.csv, newline="") as f:
             writer = csv.DictWriter(f, list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)

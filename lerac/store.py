@@ -34,6 +34,7 @@ import yaml
 from torch.optim import Optimizer
 
 from lerac.errors import RunLocked
+from lerac.io import atomic_open, write_json, write_text
 from lerac.layers import Layer
 
 METRICS = "metrics.json"
@@ -177,38 +178,24 @@ class RunStore:
     def write_artifacts(self, artifacts: dict[str, str]) -> None:
         """Files a data family asks the run to keep (e.g. a vocabulary)."""
         for name, text in artifacts.items():
-            _write_atomic(self.dir / name, text)
+            write_text(self.dir / name, text)
 
     def _write_csv(self, name: str, header: list[str], rows: Iterable) -> None:
-        tmp = self.dir / (name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(self.dir / name, newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / name)
 
     def write_error(self, traceback_text: str) -> None:
-        _write_atomic(self.dir / ERROR_LOG, traceback_text)
+        write_text(self.dir / ERROR_LOG, traceback_text)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        _write_atomic(self.dir / METRICS, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_json(self.dir / METRICS, metrics)
 
     def close(self) -> None:
         for f in self._files:
             f.close()
         self._files.clear()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write then rename, so a reader (or a crash) never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_rows(path: Path, width: int, keep: Any) -> list[list[str]]:

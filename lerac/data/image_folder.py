@@ -21,7 +21,7 @@ import torch
 
 from lerac.data.augment import maybe_table13
 from lerac.data.base import Splits, channel_stats, hold_out
-from lerac.data.images import cached, check_channels, image_size_of, list_images, read_images
+from lerac.data.images import cached_images, check_channels, image_size_of, list_images, read_images
 from lerac.errors import ConfigError, DataNotFoundError
 
 LAYOUT = "DIR/train/<class>/*, DIR/test/<class>/* and optionally DIR/val/<class>/*"
@@ -98,7 +98,7 @@ def load_image_folder(
         return data
 
     settings = {"channels": channels, "size": size, "classes": classes["train"]}
-    data = cached(cache_dir, "image_folder", every_file, settings, decode)
+    data = cached_images(cache_dir, "image_folder", every_file, settings, decode)
     train = (data["train_x"], data["train_y"])
     if "val_x" in data:
         val = (data["val_x"], data["val_y"])

@@ -4,15 +4,13 @@
 Pillow decodes any format it knows; grayscale, palette and RGBA images are converted to
 the requested channel count. Images can be resized (shorter side to ``resize``) and
 center-cropped to ``size`` x ``size``. A file that does not decode ends the run with its
-path named. :func:`cached` keeps a decoded data set in one tensor file under
+path named. :func:`cached_images` keeps a decoded data set in one tensor file under
 ``paths.cache_dir``, keyed by the files' names, sizes and modification times and by the
 decoding settings, so a changed tree is decoded again and an unchanged one never is.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lerac.errors import ConfigError, LeRaCError
+from lerac.io import cache_key, cached
 
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
 
@@ -115,7 +114,7 @@ def read_images(
     return torch.stack(images)
 
 
-def cached(
+def cached_images(
     cache_dir: str | Path,
     name: str,
     sources: Sequence[Path],
@@ -123,16 +122,5 @@ def cached(
     build: Callable[[], dict[str, Tensor]],
 ) -> dict[str, Tensor]:
     """``build()``'s tensors, from ``cache_dir/<name>-<key>.pt`` when the key matches."""
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
-    for path in sources:
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    file = Path(cache_dir) / f"{name}-{digest.hexdigest()[:16]}.pt"
-    if file.is_file():
-        return torch.load(file)
-    data = build()
-    file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_suffix(".tmp")
-    torch.save(data, partial)
-    partial.replace(file)  # a crash mid-write leaves no half file under the real name
-    return data
+    file = Path(cache_dir) / f"{name}-{cache_key(settings, sources)}.pt"
+    return cached(file, build, f"decoded {name} images")

@@ -22,10 +22,7 @@ folds, regimes) of one data set share it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +31,7 @@ import torch
 from torch import Tensor
 
 from lerac.errors import ConfigError, LeRaCError
+from lerac.io import cache_key, cached
 
 log = logging.getLogger("lerac")
 STORAGE = {"float16": torch.float16, "uint8": torch.uint8}
@@ -174,11 +172,7 @@ def compute_spectrograms(
 
 def cache_file(name: str, paths: Sequence[Path], settings: SpectrogramSettings, cache_dir) -> Path:
     """Where the spectrograms of ``paths`` at ``settings`` are cached."""
-    digest = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
-    for p in paths:
-        stat = os.stat(p)
-        digest.update(f"\n{Path(p).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return Path(cache_dir) / "spectrograms" / f"{name}-{digest.hexdigest()[:16]}.pt"
+    return Path(cache_dir) / "spectrograms" / f"{name}-{cache_key(asdict(settings), paths)}.pt"
 
 
 def cached_spectrograms(
@@ -186,12 +180,5 @@ def cached_spectrograms(
 ) -> Tensor:
     """:func:`compute_spectrograms`, read from ``cache_dir`` when an earlier run computed it."""
     file = cache_file(name, paths, settings, cache_dir)
-    if file.is_file():
-        return torch.load(file, weights_only=True)
-    log.info("computing %d %s spectrograms %s into %s", len(paths), name, settings.shape, file)
-    specs = compute_spectrograms(paths, settings)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")  # parallel runs may race here
-    torch.save(specs, tmp)
-    os.replace(tmp, file)
-    return specs
+    what = f"{len(paths)} {name} spectrograms {settings.shape}"
+    return cached(file, lambda: compute_spectrograms(paths, settings), what)

@@ -24,10 +24,7 @@ max length, validation split), so every seed and regime reuses them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +35,7 @@ import torch
 from lerac.data.base import Splits, hold_out
 from lerac.data.tokenize import make_tokenizer, to_tensors, trim_padding
 from lerac.errors import ConfigError, DataNotFoundError
+from lerac.io import cache_key, cached
 from lerac.models.hub import hub_offline
 
 log = logging.getLogger("lerac")
@@ -84,25 +82,19 @@ def load_text(
         "tokenizer": [dict(tokenizer), encoder.fingerprint()],
         "val": None if local and "val" in local else [val_fraction, split_seed],
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    cache = Path(cache_dir) / "text" / f"{dataset}-{tokenizer.get('kind')}-{digest[:16]}.pt"
-    if cache.is_file():
-        log.info("tokenized %s from %s", dataset, cache)
-        return _splits(torch.load(cache, weights_only=True))
+    cache = Path(cache_dir) / "text" / f"{dataset}-{tokenizer.get('kind')}-{cache_key(key)}.pt"
 
-    tables = (
-        read_local(local, Path(cache_dir))
-        if local is not None
-        else read_hub(dataset, path, files, hub_id, hub_config, hub_splits or {})
-    )
-    stored = tokenize_tables(
-        dataset, tables, encoder, columns, label_names, val_fraction, split_seed
-    )
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(stored, partial)
-    partial.replace(cache)  # atomic: a parallel run never reads half a file
-    return _splits(stored)
+    def build() -> dict[str, Any]:
+        tables = (
+            read_local(local, Path(cache_dir))
+            if local is not None
+            else read_hub(dataset, path, files, hub_id, hub_config, hub_splits or {})
+        )
+        return tokenize_tables(
+            dataset, tables, encoder, columns, label_names, val_fraction, split_seed
+        )
+
+    return _splits(cached(cache, build, f"tokenized {dataset}"))
 
 
 def _splits(stored: dict[str, Any]) -> Splits:

@@ -20,7 +20,7 @@ import torch
 
 from lerac.data.augment import maybe_table13
 from lerac.data.base import Splits, image_splits
-from lerac.data.images import cached, list_images, read_images
+from lerac.data.images import cached_images, list_images, read_images
 from lerac.errors import DataNotFoundError
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -85,7 +85,7 @@ def load_tiny_imagenet(
         raise DataNotFoundError(
             f"Tiny ImageNet: {missing_val} (listed in val_annotations.txt) is missing"
         )
-    data = cached(
+    data = cached_images(
         cache_dir,
         "tiny_imagenet",
         train_files + test_files,
