@@ -235,7 +235,7 @@ def test_a_broken_file_ends_a_run_with_its_path(tmp_path):
     broken.write_bytes(b"fLaC garbage")
     overrides = ["dataset=audio_folder", f"dataset.path={root}", "model=densenet121", *RUN]
     cfg = compose_config(overrides + [f"paths.cache_dir={tmp_path / 'cache'}"])
-    with pytest.raises(Exception, match=f"could not decode {broken}"):
+    with pytest.raises(spec.AudioDecodeError, match=f"could not decode {broken}"):
         train(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["status"] == "failed" and str(broken) in saved["error"]
@@ -300,7 +300,6 @@ def test_septr_parameter_count_at_the_default_size():
     # blocks, the 1 -> 256 projection (512), the class token (256), a 50-class head.
     model = SepTr(num_classes=50, in_channels=1, image_size=(128, 128))
     assert sum(p.numel() for p in model.parameters()) == 3 * 2_953_216 + 512 + 256 + 12_850
-    assert 8.85e6 < 8_873_266 < 8.95e6  # REFERENCE 4: about 8.9M
 
 
 def test_septr_first_transformer_attends_within_one_column_only():

@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lerac.errors import LeRaCError
+from lerac.layers import find_layers
 from lerac.models.hub import PretrainedUnavailable
 from lerac.models.resnet import ResNet18
 from lerac.store import run_group
@@ -33,9 +34,19 @@ def test_option_composes_with_id_and_target(group, option, cifar_root):
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF_DIR / "regime").glob("*.yaml")))
-def test_every_regime_builds(option):
+def test_every_regime_builds_and_starts_an_optimizer(option):
     regime = build(compose_config([f"regime={option}"]).regime)
-    assert hasattr(regime, "before_step") and hasattr(regime, "in_curriculum")
+    model = ResNet18(num_classes=3, in_channels=1, image_size=8, width=4)
+    regime.prepare(model)
+    optimizer = torch.optim.SGD(regime.param_groups(find_layers(model, torch.randn(2, 1, 8, 8))))
+    for group in optimizer.param_groups:
+        group["lr"] = 0.1
+    regime.start(optimizer, steps_per_epoch=4)
+    rates = [group["lr"] for group in optimizer.param_groups]
+    # A curriculum starts some layers below the base rate; plain training and CBS do not.
+    curriculum = option not in ("conventional", "cbs")
+    assert regime.in_curriculum(0) == curriculum
+    assert max(rates) <= 0.1 * (1 + 1e-9) and (min(rates) < 0.1) == curriculum
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml")))

@@ -9,14 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from lerac.checkpoint import CHECKPOINT, Checkpoint
-from lerac.errors import RunLocked
+from lerac.errors import ConfigError, RunLocked
 from lerac.store import METRICS, RunLock, RunStore, find_runs, read_metrics
 from lerac.train import main, train
 from lerac.validate import validate
@@ -58,19 +57,28 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def start_training(out: Path, *overrides: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", "lerac.train", *RESUMABLE, f"paths.output_dir={out}", *overrides]
-    return subprocess.Popen(
-        args, cwd=out.parent, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+# The child is `python -m lerac.train` whose first checkpoint, once on disk, sends the
+# process a signal: the stop comes from inside the run, at a known point, with no polling.
+SIGNAL_AFTER_FIRST_CHECKPOINT = """
+import os, runpy, signal, sys
+from lerac.checkpoint import Checkpoint
+stop, save = getattr(signal, sys.argv.pop(1)), Checkpoint.save
+def save_then_signal(self, state):
+    save(self, state)
+    if not getattr(Checkpoint, "signalled", False):
+        Checkpoint.signalled = True
+        os.kill(os.getpid(), stop)
+Checkpoint.save = save_then_signal
+runpy.run_module("lerac.train", run_name="__main__")
+"""
+
+
+def train_until_signalled(out: Path, stop: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-c", SIGNAL_AFTER_FIRST_CHECKPOINT, stop, *RESUMABLE]
+    args.append(f"paths.output_dir={out}")
+    return subprocess.run(
+        args, cwd=out.parent, env=env(), capture_output=True, text=True, timeout=300
     )
-
-
-def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path) -> None:
-    deadline = time.monotonic() + 300
-    while not (run_dir / CHECKPOINT).exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint after 300 s"
-        time.sleep(0.02)
 
 
 def rows(path: Path, drop: str = "seconds") -> list[dict[str, str]]:
@@ -102,14 +110,10 @@ def test_a_run_killed_mid_training_resumes_to_the_same_result(tmp_path, uninterr
     out = tmp_path / "out"
     out.mkdir()
     run_dir = out / KEY
-    proc = start_training(out)
-    wait_for_checkpoint(proc, run_dir)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    proc = train_until_signalled(out, "SIGKILL")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert read_metrics(run_dir)["status"] == "running"  # killed: nothing wrote an end
-    killed_at = Checkpoint(run_dir).load()["progress"]["epoch"]
-    assert 1 <= killed_at < 3
+    assert Checkpoint(run_dir).load()["progress"]["epoch"] == 1  # of 3
 
     # The same command again: the stale lock of the dead process does not block it.
     assert_same_run(run_dir, train(compose_config(RESUMABLE), run_dir), uninterrupted)
@@ -119,10 +123,8 @@ def test_sigterm_checkpoints_and_exits_then_the_run_resumes(tmp_path, uninterrup
     out = tmp_path / "out"
     out.mkdir()
     run_dir = out / KEY
-    proc = start_training(out)
-    wait_for_checkpoint(proc, run_dir)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
+    proc = train_until_signalled(out, "SIGTERM")
+    stderr = proc.stderr
     assert proc.returncode == 3, stderr
     assert "Traceback" not in stderr and "interrupted: SIGTERM received" in stderr, stderr
     saved = read_metrics(run_dir)
@@ -286,7 +288,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     Checkpoint(run_dir).path.parent.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(json.dumps({"seed": 0, "optimizer": {"lr": 0.5}}))
     Checkpoint(run_dir).save({"progress": {"epoch": 1}})
-    with pytest.raises(Exception, match=r"other settings .*overwrite=true"):
+    with pytest.raises(ConfigError, match=r"other settings .*overwrite=true"):
         train(compose_config(TINY), run_dir)
 
 
