@@ -4,7 +4,7 @@ Layout under ``path`` (the public repository, cloned or unzipped):
   audio/<fold>-<source>-<take>-<target>.wav
   meta/esc50.csv   header filename,fold,target,category,esc10,src_file,take
 The official 5-fold cross-validation: ``fold`` (1-5) is the test fold, the other four
-train. Validation: ``val_fraction`` (10%, REFERENCE 1) of the training folds, drawn by
+train. Validation: ``val_fraction`` (10%, paper 4.1) of the training folds, drawn by
 whole source recordings (``src_file``) with ``split_seed``, because ESC-50 keeps the clips
 cut from one recording in one fold on purpose; a clip-level draw would put near copies in
 train and validation and make early stopping trust an optimistic score.

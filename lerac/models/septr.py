@@ -1,4 +1,5 @@
-"""SepTr, the Separable Transformer (Ristea et al. 2022), from REFERENCE.md section 4.
+"""SepTr, the Separable Transformer (Ristea et al. 2022, arXiv:2203.09581; the
+LeRaC paper's reference [20]), as that paper describes it.
 
 Every time-frequency bin of the spectrogram (B, C, H, W) is a token: a linear projection
 C -> dim gives the token map (B, H, W, dim). A SepTr block attends along one axis at a
