@@ -1,42 +1,48 @@
 """The fast path of the training loop: precision, memory layout, compilation and the
 fused optimizer update, all chosen by ``trainer.*`` settings.
 
-The loop makes one :class:`Accelerator` and hands it the model and the optimizer:
+The trainer makes one :class:`Accelerator`; each piece acts where it is visible:
 
     accel = Accelerator.from_settings(settings, device)
-    model = accel.prepare(model)                  # after find_layers, before the optimizer
-    optimizer = accel.prepare_optimizer(make_optimizer(groups))  # before any LR scheduler
+    with accel.backend_flags():                  # cuDNN autotuning, restored afterwards
+        model = accel.prepare(model)             # layout and compile, in place
+        optimizer = accel.prepare_optimizer(optimizer)  # maybe a Fused<Optimizer>
+        with accel.autocast():                   # in the training step and evaluation
+            logits = model(inputs)
+        loss = cross_entropy(logits.float(), targets)
 
-- ``trainer.precision``: ``fp32`` (default, the paper's numbers) or ``bf16``: the model's
-  forward runs under ``torch.autocast`` in bfloat16 and returns float32 outputs, so the
-  loss, metrics and evaluation need no change (the same wrapping HF Accelerate uses).
-  Parameters and optimizer state stay float32. bf16 needs no loss scaling.
+- ``trainer.precision``: ``fp32`` (default, the paper's numbers) or ``bf16``: the forward
+  runs under ``torch.autocast`` in bfloat16 and the trainer takes float32 logits from it,
+  so loss and metrics are computed in float32. Parameters and optimizer state stay
+  float32. bf16 needs no loss scaling.
 - ``trainer.channels_last``: ``auto`` or ``true`` (on CUDA, for models with 2D
   convolutions) or ``false``. cuDNN's convolutions are fastest in NHWC; the first
   convolution then hands NHWC activations on, so inputs need no conversion. Never on CPU:
   there torch 2.14.1 computes wrong weight gradients for NHWC 1x1 stride-2 convolutions
   with few channels (ResNet-18's downsample at width 2-4; checked against float64).
-- On CUDA ``torch.backends.cudnn.benchmark`` is switched on: every run has a few fixed
-  input shapes, so the autotuning pays off after the first batches.
+- On CUDA ``torch.backends.cudnn.benchmark`` is on inside :meth:`Accelerator.backend_flags`:
+  every run has a few fixed input shapes, so the autotuning pays off after the first
+  batches; the previous setting comes back when the block ends.
 - ``trainer.compile``: ``false``, ``true`` (torch.compile with inductor) or a dynamo
   backend name (``aot_eager``, ``eager``: for debugging). The model compiles in place
   (``nn.Module.compile``, so its state_dict keys stay the same) and so does the optimizer
   update (lerac/optim.py); rates reach the compiled update as a tensor, so LeRaC's
   per-step rates cause no recompiles.
 - ``trainer.fused_groups``: ``auto`` (default: on CUDA), ``true`` or ``false``: the
-  optimizer step becomes one multi-tensor update across all param groups
-  (lerac/optim.py), so LeRaC's one-group-per-layer costs no more kernel launches than one
-  group. On the CPU there are no launches to save and PyTorch's own per-tensor step is
-  faster (foreach ops there allocate their out-of-place results), so ``auto`` keeps it.
-  Under compile the update is always the fused one. Optimizers without a fused update
-  (or with options it does not cover) keep their own step, with a warning.
+  optimizer becomes its ``Fused`` subclass (lerac/optim.py), whose step is one
+  multi-tensor update across all param groups, so LeRaC's one-group-per-layer costs no
+  more kernel launches than one group. On the CPU there are no launches to save and
+  PyTorch's own per-tensor step is faster (foreach ops there allocate their out-of-place
+  results), so ``auto`` keeps it. Under compile the update is always the fused one.
+  Optimizers without a fused update (or with options it does not cover) keep their own
+  step, with a warning.
 """
 
 from __future__ import annotations
 
-import functools
-import types
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -75,16 +81,6 @@ def compile_backend(compile: bool | str) -> str | None:
     if compile is False or str(compile).lower() == "false":
         return None
     return str(compile)
-
-
-def _float_outputs(output: Any) -> Any:
-    if isinstance(output, torch.Tensor) and output.is_floating_point():
-        return output.float()
-    if isinstance(output, dict):
-        return {k: _float_outputs(v) for k, v in output.items()}
-    if isinstance(output, (tuple, list)):
-        return type(output)(_float_outputs(v) for v in output)
-    return output
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
@@ -147,29 +143,27 @@ class Accelerator:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    @contextmanager
+    def backend_flags(self) -> Iterator[None]:
+        """Backend switches for the run's duration (cuDNN autotuning on CUDA)."""
+        before = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = before or self.device.type == "cuda"
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = before
+
     def prepare(self, model: nn.Module) -> nn.Module:
         """The same module, set up for the fast path (parameters keep their identity)."""
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         if self.uses_channels_last(model):
             to_channels_last(model)
-        if self.dtype is not None:
-            forward = type(model).forward
-
-            @functools.wraps(forward)
-            def autocast_forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-                with self.autocast():
-                    output = forward(module, *args, **kwargs)
-                return _float_outputs(output)
-
-            # Bound to the module: a deepcopy of the model binds to the copy.
-            model.forward = types.MethodType(autocast_forward, model)
         if self.backend is not None:
             model.compile(backend=self.backend)
         return model
 
     def prepare_optimizer(self, optimizer: Optimizer) -> Optimizer:
-        """The same optimizer with a fused (and, under compile, compiled) step."""
+        """The optimizer to train with: this one, or its fused (and, under compile, compiled)
+        subclass built from the same groups."""
         if not (self.fused_groups or self.backend is not None):
             return optimizer
         reason = unsupported(optimizer)

@@ -33,7 +33,17 @@ CHECKPOINT = "checkpoint.pt"
 VERSION = 1
 
 
-class Checkpoint:
+class NoCheckpoint:
+    """Keeps nothing: a run without a run directory trains from the start."""
+
+    def save(self, state: dict[str, Any]) -> None:
+        pass
+
+    def load(self) -> dict[str, Any] | None:
+        return None
+
+
+class Checkpoint(NoCheckpoint):
     """``checkpoint.pt`` of one run directory: save (atomic), load, prune."""
 
     def __init__(self, run_dir: str | Path) -> None:
@@ -87,23 +97,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def state_of(part: Any) -> dict[str, Any]:
-    """A collaborator's ``state_dict()``; a regime without one is checkpointed through its
-    curriculum scheduler (``regime.scheduler``) if it has one, else holds no state."""
-    if hasattr(part, "state_dict"):
-        return part.state_dict()
-    scheduler = getattr(part, "scheduler", None)
-    return {"scheduler": scheduler.state_dict()} if scheduler is not None else {}
+class NoStop:
+    """No stop is ever requested (a run outside :class:`StopSignals`)."""
+
+    requested = False
+
+    def name(self) -> str:
+        return ""
 
 
-def load_state_into(part: Any, state: dict[str, Any]) -> None:
-    if hasattr(part, "load_state_dict"):
-        part.load_state_dict(state)
-    elif "scheduler" in state:
-        part.scheduler.load_state_dict(state["scheduler"])
-
-
-class StopSignals:
+class StopSignals(NoStop):
     """While active, SIGTERM/SIGUSR1/SIGUSR2 set :attr:`requested` instead of killing.
 
     On exit the previous handlers come back, and a previous Python handler of the signal

@@ -1,41 +1,47 @@
-"""The training loop: one regime, one optimizer, a schedule after the curriculum, early
-stopping, a checkpoint per epoch.
+"""The training loop: a :class:`Trainer` and the collaborators it calls.
 
-Per epoch: regime.on_epoch_start -> for each batch: regime.before_step,
-schedule.before_step, forward, backward, optimizer step -> validation. Once the regime's
-curriculum is over, the schedule (reduce-on-plateau by default, paper 4.2) acts and early
-stopping counts epochs without a better validation accuracy. The epoch with the best
-validation accuracy is restored and its test accuracy reported; test data never
-influences a choice.
+    trainer = Trainer(settings, regime, schedule, store, logger, checkpoint, stop, seed)
+    result = trainer.fit(model, splits, make_optimizer)
 
-Collaborators with one job each: the loaders (order), the regime and the schedule
-(rates), :class:`Progress` (epoch, step, history, best epoch, early stopping), the
-:class:`~lerac.checkpoint.Checkpoint` (resume) and :class:`~lerac.checkpoint.StopSignals`
-(stop at the next step boundary on SIGTERM/SIGUSR1/SIGUSR2).
+``fit`` is four parts: :meth:`Trainer.setup` (device, loaders, layers, optimizer, the
+fast path, resume), :meth:`Trainer.train_epoch` (the steps), :meth:`Trainer.end_epoch`
+(validation, history, the schedule after the curriculum, early stopping, checkpoint) and
+:meth:`Trainer.test` (the best epoch restored and tested). One training step is
+:func:`training_step`, the hot path in a few lines.
+
+Each collaborator has one job and a do-nothing default, so the loop has no ``if x is
+not None``: the regime (rates during the curriculum; :class:`~lerac.regimes.Regime`),
+the schedule after it (reduce-on-plateau by default, paper 4.2), the store (the run's
+files; :class:`~lerac.store.NoStore`), the logger (W&B; ``NoLogger``), the checkpoint
+(resume; :class:`~lerac.checkpoint.NoCheckpoint`), the stop signals (SIGTERM/SIGUSR1/
+SIGUSR2 end the run at the next step boundary; :class:`~lerac.checkpoint.NoStop`) and
+the :class:`~lerac.accel.Accelerator` (precision, layout, compile, fused update).
+
+The epoch with the best validation accuracy is restored and its test accuracy reported;
+test data never influences a choice.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from lerac.accel import Accelerator, check_settings
-from lerac.checkpoint import Checkpoint, StopSignals, load_state_into, rng_state, set_rng_state
-from lerac.checkpoint import state_of as state_of_part
+from lerac.checkpoint import NoCheckpoint, NoStop, rng_state, set_rng_state
 from lerac.data.base import Splits, TensorLoader
 from lerac.errors import ConfigError, LeRaCError, RunInterrupted
 from lerac.layers import Layer, call_model, find_layers
 from lerac.regimes import Conventional, Regime
 from lerac.schedules import ReduceOnPlateau, Schedule
-from lerac.store import RunStore
+from lerac.store import NoStore, layer_rates
 from lerac.tracking import NoLogger
 
 
@@ -147,23 +153,46 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def hard_labels(targets: torch.Tensor) -> torch.Tensor:
+def hard_labels(targets: Tensor) -> Tensor:
     """Class indices, also from soft (B, C) targets such as mix-up's."""
     return targets.argmax(dim=1) if targets.ndim > 1 else targets
 
 
+# --- the hot path ------------------------------------------------------------------------
+
+
+def training_step(
+    model: nn.Module, optimizer: Optimizer, accel: Accelerator, inputs: Any, targets: Tensor
+) -> tuple[Tensor, Tensor]:
+    """One optimizer step on one batch; the loss (detached) and the float32 logits."""
+    with accel.autocast():
+        logits = call_model(model, inputs)
+    logits = logits.float()
+    loss = nn.functional.cross_entropy(logits, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: TensorLoader, predictions: list | None = None
+    model: nn.Module,
+    loader: TensorLoader,
+    accel: Accelerator | None = None,
+    predictions: list | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in percent; appends (predicted, target) batches to
     ``predictions`` when given."""
+    accel = accel or Accelerator("cpu")
     model.eval()
     loss_sum, correct = 0.0, 0.0
     for inputs, targets in loader:
-        logits = call_model(model, inputs)
+        with accel.autocast():
+            logits = call_model(model, inputs)
+        logits = logits.float()
         predicted = logits.argmax(dim=1)
-        loss_sum += nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
         correct += (predicted == targets).sum()
         if predictions is not None:
             predictions.append((predicted, targets))
@@ -171,130 +200,167 @@ def evaluate(
     return float(loss_sum) / n, 100.0 * float(correct) / n
 
 
-def train_epoch(
-    model: nn.Module,
-    loader: TensorLoader,
-    optimizer: Optimizer,
-    regime: Regime,
-    schedule: Schedule,
-    progress: Progress,
-    store: RunStore | None,
-    stop: StopSignals | None,
-    show: bool,
-) -> tuple[float, float]:
-    """One pass over the training data; mean loss and accuracy (%)."""
-    model.train()
-    loss_sum = correct = 0  # tensors on the device after the first batch: no sync per step
-    batches = tqdm(
-        loader, desc=f"epoch {progress.epoch + 1}", unit="batch", leave=False, disable=not show
-    )
-    for batch, (inputs, targets) in enumerate(batches):
-        if stop is not None and stop.requested:  # a step boundary: stop with the last checkpoint
-            raise RunInterrupted(f"{stop.name()} received in epoch {progress.epoch + 1}")
-        step = progress.step
-        regime.before_step(step)
-        schedule.before_step(step)
-        # Every step while the rates move and the one where they arrive, then per epoch.
-        if store and (batch == 0 or regime.in_curriculum(step - 1)):
-            store.log_lrs(step, optimizer)
-        logits = call_model(model, inputs)
-        loss = nn.functional.cross_entropy(logits, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        progress.step += 1
-        loss_sum = loss_sum + loss.detach() * len(targets)
-        correct = correct + (logits.argmax(dim=1) == hard_labels(targets)).sum()
-    return float(loss_sum) / loader.num_examples, 100.0 * float(correct) / loader.num_examples
+# --- the trainer -------------------------------------------------------------------------
 
 
-def fit(
-    model: nn.Module,
-    splits: Splits,
-    make_optimizer: Callable[[list[dict[str, Any]]], Optimizer],
-    settings: TrainerSettings,
-    regime: Regime | None = None,
-    seed: int = 0,
-    store: RunStore | None = None,
-    logger: NoLogger | None = None,
-    desc: str = "train",
-    schedule: Schedule | None = None,
-    checkpoint: Checkpoint | None = None,
-    stop: StopSignals | None = None,
-) -> FitResult:
-    """Train (resuming from ``checkpoint`` when it holds one), restore the best epoch,
-    test. ``stop`` ends the run at the next step boundary with :class:`RunInterrupted`."""
-    regime = regime or Conventional()
-    schedule = schedule or ReduceOnPlateau()
-    logger = logger or NoLogger()
-    device = resolve_device(settings.device)
-    model.to(device)
-    regime.prepare(model)
+@dataclass
+class Run:
+    """The live pieces of one run, built by :meth:`Trainer.setup`."""
 
-    train_loader, val_loader, test_loader = splits.loaders(
-        settings.batch_size,
-        device,
-        seed,
-        settings.limit_train_batches,
-        settings.limit_eval_batches,
-    )
-    if len(train_loader) == 0:
-        raise ConfigError(
-            f"no training batch: {splits.sizes()['train']} training examples at "
-            f"trainer.batch_size={settings.batch_size}"
+    model: nn.Module
+    optimizer: Optimizer
+    layers: list[Layer]
+    train_loader: TensorLoader
+    val_loader: TensorLoader
+    test_loader: TensorLoader
+    progress: Progress
+    resumed_from: int = 0
+
+    def parts(self, regime: Regime, schedule: Schedule) -> dict[str, Any]:
+        """What a checkpoint holds, by name; each part has state_dict/load_state_dict."""
+        return dict(
+            model=self.model,
+            optimizer=self.optimizer,
+            regime=regime,
+            schedule=schedule,
+            train_loader=self.train_loader,
+            progress=self.progress,
         )
 
-    layers = find_layers(model, next(iter(val_loader))[0])
-    accel = Accelerator.from_settings(settings, device)
-    model = accel.prepare(model)
-    optimizer = accel.prepare_optimizer(make_optimizer(regime.param_groups(layers)))
-    regime.start(optimizer, len(train_loader))
-    initial_lrs = {n: g["lr"] for g in optimizer.param_groups for n in g.get("layers", [])}
-    schedule.start(optimizer, len(train_loader), settings.max_epochs, regime.curriculum_steps)
-    progress = Progress(settings.early_stopping_patience)
-    # What a checkpoint holds, by name; each part has state_dict/load_state_dict.
-    parts = dict(
-        model=model,
-        optimizer=optimizer,
-        regime=regime,
-        schedule=schedule,
-        train_loader=train_loader,
-        progress=progress,
-    )
-    resumed_from = resume(checkpoint, parts)
-    if store:
-        store.start(layers, initial_lrs, progress.history if resumed_from else None, progress.step)
 
-    last_epoch = progress.epoch if progress.stopped else settings.max_epochs
-    bar = tqdm(
-        range(progress.epoch + 1, last_epoch + 1),
-        desc=desc,
-        unit="epoch",
-        disable=not settings.progress,
-        initial=progress.epoch,
-        total=settings.max_epochs,
-    )
-    for epoch in bar:
-        started = time.perf_counter()
-        regime.on_epoch_start(epoch - 1, model)
-        train_loss, train_acc = train_epoch(
-            model,
-            train_loader,
+class Trainer:
+    """Trains one model on one data set under one regime; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        regime: Regime | None = None,
+        schedule: Schedule | None = None,
+        store: NoStore | None = None,
+        logger: NoLogger | None = None,
+        checkpoint: NoCheckpoint | None = None,
+        stop: NoStop | None = None,
+        seed: int = 0,
+        desc: str = "train",
+    ) -> None:
+        self.settings, self.seed, self.desc = settings, seed, desc
+        self.regime = regime or Conventional()
+        self.schedule = schedule or ReduceOnPlateau()
+        self.store = store or NoStore()
+        self.logger = logger or NoLogger()
+        self.checkpoint = checkpoint or NoCheckpoint()
+        self.stop = stop or NoStop()
+        self.device = resolve_device(settings.device)
+        self.accel = Accelerator.from_settings(settings, self.device)
+
+    def fit(
+        self,
+        model: nn.Module,
+        splits: Splits,
+        make_optimizer: Callable[[list[dict[str, Any]]], Optimizer],
+    ) -> FitResult:
+        """Train (resuming from the checkpoint when it holds one), restore the best epoch,
+        test. A stop signal ends the run at the next step boundary with RunInterrupted."""
+        with self.accel.backend_flags():
+            run = self.setup(model, splits, make_optimizer)
+            for epoch in self.epochs(run):
+                started = time.perf_counter()
+                self.regime.on_epoch_start(epoch - 1, run.model)
+                train_loss, train_acc = self.train_epoch(run)
+                self.end_epoch(run, epoch, train_loss, train_acc, started)
+                if run.progress.stopped:
+                    break
+            return self.test(run)
+
+    def setup(self, model: nn.Module, splits: Splits, make_optimizer: Callable) -> Run:
+        """Model on the device, loaders, layers, optimizer and rates, resumed state."""
+        s = self.settings
+        model.to(self.device)
+        self.regime.prepare(model)
+        train_loader, val_loader, test_loader = splits.loaders(
+            s.batch_size, self.device, self.seed, s.limit_train_batches, s.limit_eval_batches
+        )
+        if len(train_loader) == 0:
+            raise ConfigError(
+                f"no training batch: {splits.sizes()['train']} training examples at "
+                f"trainer.batch_size={s.batch_size}"
+            )
+        layers = find_layers(model, next(iter(val_loader))[0])
+        model = self.accel.prepare(model)
+        optimizer = self.accel.prepare_optimizer(make_optimizer(self.regime.param_groups(layers)))
+        self.regime.start(optimizer, len(train_loader))
+        initial_lrs = layer_rates(layers, optimizer)  # step 0's, before a checkpoint moves them
+        self.schedule.start(
+            optimizer, len(train_loader), s.max_epochs, self.regime.curriculum_steps
+        )
+        progress = Progress(s.early_stopping_patience)
+        run = Run(model, optimizer, layers, train_loader, val_loader, test_loader, progress)
+        run.resumed_from = self.resume(run)
+        self.store.start(
+            layers,
             optimizer,
-            regime,
-            schedule,
-            progress,
-            store,
-            stop,
-            show=settings.progress,
+            initial_lrs,
+            extra_fields=list(self.regime.epoch_log()),
+            history=progress.history if run.resumed_from else None,
+            step=progress.step,
         )
+        return run
+
+    def epochs(self, run: Run) -> Iterable[int]:
+        """The epochs left to train (none after early stopping), with a progress bar."""
+        done, last = run.progress.epoch, self.settings.max_epochs
+        if run.progress.stopped:
+            last = done
+        return tqdm(
+            range(done + 1, last + 1),
+            desc=self.desc,
+            unit="epoch",
+            disable=not self.settings.progress,
+            initial=done,
+            total=self.settings.max_epochs,
+        )
+
+    def train_epoch(self, run: Run) -> tuple[float, float]:
+        """One pass over the training data; mean loss and accuracy (%)."""
+        run.model.train()
+        loss_sum = correct = 0  # tensors on the device after the first batch: no sync per step
+        batches = tqdm(
+            run.train_loader,
+            desc=f"epoch {run.progress.epoch + 1}",
+            unit="batch",
+            leave=False,
+            disable=not self.settings.progress,
+        )
+        for batch, (inputs, targets) in enumerate(batches):
+            if self.stop.requested:  # a step boundary: stop with the last checkpoint
+                raise RunInterrupted(
+                    f"{self.stop.name()} received in epoch {run.progress.epoch + 1}"
+                )
+            step = run.progress.step
+            self.regime.before_step(step)
+            self.schedule.before_step(step)
+            # Every step while the rates move and the one where they arrive, then per epoch.
+            if batch == 0 or self.regime.in_curriculum(step - 1):
+                self.store.log_lrs(step, run.optimizer)
+            loss, logits = training_step(run.model, run.optimizer, self.accel, inputs, targets)
+            run.progress.step += 1
+            loss_sum = loss_sum + loss * len(targets)
+            correct = correct + (logits.argmax(dim=1) == hard_labels(targets)).sum()
+        n = run.train_loader.num_examples
+        return float(loss_sum) / n, 100.0 * float(correct) / n
+
+    def end_epoch(
+        self, run: Run, epoch: int, train_loss: float, train_acc: float, started: float
+    ) -> None:
+        """Validate, record the epoch, hand over to the schedule and early stopping once
+        the curriculum is over, checkpoint."""
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
                 f"the training loss became {train_loss} in epoch {epoch}; lower optimizer.lr "
                 "(or regime.lr_first)"
             )
-        val_loss, val_acc = evaluate(model, val_loader)
-        lr_min, lr_max = lr_range(optimizer)
+        val_loss, val_acc = evaluate(run.model, run.val_loader, self.accel)
+        lr_min, lr_max = lr_range(run.optimizer)
         row = {
             "epoch": epoch,
             "train_loss": round(train_loss, 6),
@@ -304,51 +370,64 @@ def fit(
             "lr_min": f"{lr_min:.6e}",
             "lr_max": f"{lr_max:.6e}",
             "seconds": round(time.perf_counter() - started, 3),
+            **self.regime.epoch_log(),
         }
-        if regime.cbs_sigma is not None:  # CBS: the sigma in force this epoch
-            row["cbs_sigma"] = regime.cbs_sigma
-        improved = progress.end_epoch(row, val_acc, model)
-        if store:
-            store.log_epoch(row)
-        logger.log({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
-        bar.set_postfix(val_acc=f"{val_acc:.2f}", lr=f"{lr_min:.0e}..{lr_max:.0e}")
+        improved = run.progress.end_epoch(row, val_acc, run.model)
+        self.store.log_epoch(row)
+        self.logger.log({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
+        if not self.regime.in_curriculum(run.progress.step):
+            self.schedule.after_epoch(val_loss)
+            run.progress.count_stale(improved)
+        self.checkpoint.save(self.snapshot(run))
 
-        if not regime.in_curriculum(progress.step):
-            schedule.after_epoch(val_loss)
-            progress.count_stale(improved)
-        if checkpoint:
-            checkpoint.save(snapshot(parts))
-        if progress.stopped:
-            break
-    bar.close()
+    def test(self, run: Run) -> FitResult:
+        """The best epoch's weights, evaluated on the test set."""
+        progress = run.progress
+        run.model.load_state_dict(progress.best_state)
+        predictions: list = []
+        test_loss, test_acc = evaluate(run.model, run.test_loader, self.accel, predictions)
+        return FitResult(
+            progress.best_epoch,
+            progress.best_val_acc,
+            test_acc,
+            test_loss,
+            progress.epoch,
+            progress.train_seconds,
+            run.layers,
+            torch.cat([p for p, _ in predictions]).cpu(),
+            torch.cat([t for _, t in predictions]).cpu(),
+            run.resumed_from,
+        )
 
-    model.load_state_dict(progress.best_state)
-    predictions: list = []
-    test_loss, test_acc = evaluate(model, test_loader, predictions)
-    return FitResult(
-        progress.best_epoch,
-        progress.best_val_acc,
-        test_acc,
-        test_loss,
-        progress.epoch,
-        progress.train_seconds,
-        layers,
-        torch.cat([p for p, _ in predictions]).cpu(),
-        torch.cat([t for _, t in predictions]).cpu(),
-        resumed_from,
-    )
+    def snapshot(self, run: Run) -> dict[str, Any]:
+        parts = run.parts(self.regime, self.schedule)
+        return {name: part.state_dict() for name, part in parts.items()} | {"rng": rng_state()}
+
+    def resume(self, run: Run) -> int:
+        """Load the checkpoint into the run (and the RNGs); the epoch it ended, 0 if none."""
+        state = self.checkpoint.load()
+        if state is None:
+            return 0
+        for name, part in run.parts(self.regime, self.schedule).items():
+            part.load_state_dict(state[name])
+        set_rng_state(state["rng"])
+        return run.progress.epoch
 
 
-def snapshot(parts: dict[str, Any]) -> dict[str, Any]:
-    return {name: state_of_part(part) for name, part in parts.items()} | {"rng": rng_state()}
-
-
-def resume(checkpoint: Checkpoint | None, parts: dict[str, Any]) -> int:
-    """Load the checkpoint into ``parts`` (and the RNGs); the epoch it ended, 0 if none."""
-    state = checkpoint.load() if checkpoint else None
-    if state is None:
-        return 0
-    for name, part in parts.items():
-        load_state_into(part, state[name])
-    set_rng_state(state["rng"])
-    return parts["progress"].epoch
+def fit(
+    model: nn.Module,
+    splits: Splits,
+    make_optimizer: Callable[[list[dict[str, Any]]], Optimizer],
+    settings: TrainerSettings,
+    regime: Regime | None = None,
+    seed: int = 0,
+    store: NoStore | None = None,
+    logger: NoLogger | None = None,
+    desc: str = "train",
+    schedule: Schedule | None = None,
+    checkpoint: NoCheckpoint | None = None,
+    stop: NoStop | None = None,
+) -> FitResult:
+    """:meth:`Trainer.fit` in one call."""
+    trainer = Trainer(settings, regime, schedule, store, logger, checkpoint, stop, seed, desc)
+    return trainer.fit(model, splits, make_optimizer)

@@ -2,10 +2,10 @@
 
 PyTorch optimizers update group by group: their foreach kernels batch the tensors of one
 group only. LeRaC gives every layer a group of its own (~240 for DenseNet-121), so a plain
-step launches ~240x the kernels of conventional training. :func:`fuse_groups` replaces
-``optimizer.step`` with one update per *bucket*: groups that share every hyperparameter
-but the learning rate. Inside a bucket the rate is a per-tensor list, so one set of
-foreach ops updates every layer at its own rate.
+step launches ~240x the kernels of conventional training. :func:`fuse_groups` rebuilds the
+optimizer as a subclass (``FusedSGD``, ...) whose step makes one update per *bucket*:
+groups that share every hyperparameter but the learning rate. Inside a bucket the rate is
+a per-tensor list, so one set of foreach ops updates every layer at its own rate.
 
 It is the optimizer's own update: the same state entries (``momentum_buffer``; ``step``,
 ``exp_avg``, ``exp_avg_sq``; ``exp_inf``) and the operations of PyTorch's foreach
@@ -25,7 +25,8 @@ ReduceLROnPlateau never becomes a compile-time constant: no recompiles.
 
 from __future__ import annotations
 
-import types
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -210,11 +211,13 @@ def unsupported(optimizer: Optimizer) -> str | None:
 
 
 class FusedUpdate:
-    """The update :func:`fuse_groups` installs as ``optimizer.step``."""
+    """The update behind the ``step`` of a :func:`fuse_groups` optimizer."""
 
-    def __init__(self, optimizer: Optimizer, compile_backend: Any = None) -> None:
+    def __init__(
+        self, optimizer: Optimizer, compile_backend: Any = None, plain_step: Any = None
+    ) -> None:
         self.kind = _kind_of(optimizer)
-        self.plain_step = type(optimizer).step  # creates state; wrapped by LR schedulers
+        self.plain_step = plain_step or type(optimizer).step  # creates the state
         self.compiled = None
         if compile_backend is not None:
             self.compiled = torch.compile(self._run_packed, backend=compile_backend, dynamic=False)
@@ -278,26 +281,38 @@ class FusedUpdate:
         self.kind.update(params, grads, *states, scalars, **hyper)
 
 
-def fuse_groups(optimizer: Optimizer, compile_backend: Any = None) -> Optimizer:
-    """Make ``optimizer.step`` one multi-tensor update across all its param groups.
-
-    Call it before an LR scheduler is attached (schedulers wrap ``step``). Returns the
-    same optimizer; raises ValueError naming the reason when it is not supported (see
-    :func:`unsupported`).
-    """
-    reason = unsupported(optimizer)
-    if reason:
-        raise ValueError(reason)
-    update = FusedUpdate(optimizer, compile_backend)
+@functools.cache
+def fused_class(base: type[Optimizer]) -> type[Optimizer]:
+    """``base`` whose ``step`` is one :class:`FusedUpdate` across all param groups."""
 
     def step(self: Optimizer, closure: Callable[[], Any] | None = None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        update(self)
+        self.fused_update(self)
         return loss
 
-    optimizer.step = types.MethodType(step, optimizer)
-    optimizer.fused_update = update
-    return optimizer
+    name = f"Fused{base.__name__}"
+    return type(name, (base,), {"step": step, "__qualname__": name, "__doc__": base.__doc__})
+
+
+def fuse_groups(optimizer: Optimizer, compile_backend: Any = None) -> Optimizer:
+    """The same optimizer (its groups and hyperparameters) as an instance of
+    :func:`fused_class`: its ``step`` is one multi-tensor update across all param groups.
+
+    Call it before the optimizer has taken a step and before an LR scheduler is attached,
+    and use the optimizer it returns. Raises ValueError naming the reason when the update
+    is not supported (see :func:`unsupported`).
+    """
+    reason = unsupported(optimizer)
+    if reason:
+        raise ValueError(reason)
+    if optimizer.state:
+        raise ValueError("fuse_groups takes an optimizer that has not stepped yet")
+    base = type(optimizer)
+    accepted = inspect.signature(base.__init__).parameters  # AdamW fixes some of Adam's
+    options = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    fused = fused_class(base)(optimizer.param_groups, **options)
+    fused.fused_update = FusedUpdate(fused, compile_backend, plain_step=base.step)
+    return fused

@@ -11,8 +11,9 @@ The loop (lerac/loop.py) calls a regime at fixed points:
   in_curriculum(step)           while True, the schedule (reduce-on-plateau, cosine) and
                                 early stopping wait; they take over after
   curriculum_steps              optimizer steps the curriculum lasts (0: none)
-  cbs_sigma                     the smoothing sigma in force (None: no smoothing); the loop
-                                writes it to history.csv
+  epoch_log()                   the regime's own values for this epoch's history row
+                                (CBS: its sigma); the loop writes them without knowing them
+  state_dict() / load_state_dict(state)   what a checkpoint keeps of the regime
 Adding a regime means one class here (or in its own module) and one conf/regime/ file.
 """
 
@@ -35,12 +36,7 @@ class Regime:
     group at the base rate and no curriculum."""
 
     def param_groups(self, layers: list[Layer]) -> list[dict[str, Any]]:
-        return [
-            {
-                "params": [p for layer in layers for p in layer.params],
-                "layers": [layer.name for layer in layers],
-            }
-        ]
+        return [{"params": [p for layer in layers for p in layer.params], "name": "all"}]
 
     def prepare(self, model: nn.Module) -> None:
         pass
@@ -61,9 +57,14 @@ class Regime:
     def curriculum_steps(self) -> int:
         return 0
 
-    @property
-    def cbs_sigma(self) -> float | None:
-        return None
+    def epoch_log(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 class Conventional(Regime):
@@ -105,7 +106,7 @@ class LearningRateCurriculum(Regime):
         self.scheduler: LeRaC | None = None
 
     def param_groups(self, layers: list[Layer]) -> list[dict[str, Any]]:
-        return [{"params": list(layer.params), "layers": [layer.name]} for layer in layers]
+        return [{"params": list(layer.params), "name": layer.name} for layer in layers]
 
     def start_lrs(self, n_layers: int) -> list[float] | None:
         """Each layer's rate at step 0; None: the update rule's own (Eq. 6 or the released
@@ -138,6 +139,12 @@ class LearningRateCurriculum(Regime):
     def curriculum_steps(self) -> int:
         return self.scheduler.total_steps if self.scheduler is not None else 0
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+
 
 class Smoothed:
     """What CBS adds to a regime: kernels attached once, sigma set per epoch."""
@@ -153,7 +160,11 @@ class Smoothed:
 
     @property
     def cbs_sigma(self) -> float | None:
+        """The smoothing sigma in force this epoch."""
         return self.smoothing.current
+
+    def epoch_log(self) -> dict[str, Any]:
+        return {**super().epoch_log(), "cbs_sigma": self.cbs_sigma}
 
 
 class CurriculumBySmoothing(Smoothed, Regime):

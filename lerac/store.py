@@ -46,6 +46,8 @@ CONFIG = "config.yaml"
 ERROR_LOG = "error.log"
 LOCK = ".lock"
 CORRUPT = "corrupt"  # metrics.json ``status`` read_metrics gives a file it cannot parse
+# history.csv's columns; a regime's own per-epoch values (``Regime.epoch_log``, e.g.
+# CBS's ``cbs_sigma``) follow them.
 HISTORY_FIELDS = [
     "epoch",
     "train_loss",
@@ -55,7 +57,6 @@ HISTORY_FIELDS = [
     "lr_min",
     "lr_max",
     "seconds",
-    "cbs_sigma",  # empty for regimes without smoothing
 ]
 
 
@@ -114,14 +115,47 @@ def find_runs(root: str | Path) -> list[dict[str, Any]]:
     ]
 
 
-class RunStore:
+def group_of_each_layer(layers: Iterable[Layer], optimizer: Optimizer) -> list[int]:
+    """The index of the param group that trains each layer (found by parameter)."""
+    group_of = {id(p): g for g, group in enumerate(optimizer.param_groups) for p in group["params"]}
+    return [group_of[id(layer.params[0])] for layer in layers]
+
+
+def layer_rates(layers: Iterable[Layer], optimizer: Optimizer) -> list[float]:
+    """Each layer's learning rate now."""
+    groups = optimizer.param_groups
+    return [float(groups[g]["lr"]) for g in group_of_each_layer(layers, optimizer)]
+
+
+class NoStore:
+    """Keeps nothing: what the trainer records when it has no run directory."""
+
+    def start(
+        self,
+        layers: list[Layer],
+        optimizer: Optimizer,
+        initial_lrs: list[float],
+        extra_fields: list[str] = (),
+        history: list[dict[str, Any]] | None = None,
+        step: int = 0,
+    ) -> None:
+        pass
+
+    def log_lrs(self, step: int, optimizer: Optimizer) -> None:
+        pass
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        pass
+
+
+class RunStore(NoStore):
     """Writes one run's files as training goes, so a crash keeps every finished epoch."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._files: list[Any] = []
-        self._layer_index: dict[str, int] = {}
+        self._groups: list[int] = []  # the param group of each layer
 
     def _append(self, name: str):
         f = open(self.dir / name, "a", newline="")
@@ -130,40 +164,41 @@ class RunStore:
 
     def start(
         self,
-        layers: Iterable[Layer],
-        initial_lrs: dict[str, float] | None = None,
+        layers: list[Layer],
+        optimizer: Optimizer,
+        initial_lrs: list[float],
+        extra_fields: list[str] = (),
         history: list[dict[str, Any]] | None = None,
         step: int = 0,
     ) -> None:
-        """Write layers.csv (with each layer's rate at step 0, ``initial_lrs`` by layer name)
-        and open the files that grow during training. Resuming (``history``: the
-        checkpoint's rows), history.csv is rewritten from those rows and lr_schedule.csv
-        keeps its rows before ``step``, dropping what the interrupted epoch had logged (and
-        a line cut short by a crash)."""
+        """Write layers.csv (with each layer's rate at step 0) and open the files that grow
+        during training; ``extra_fields`` are the regime's own history columns. Resuming
+        (``history``: the checkpoint's rows), history.csv is rewritten from those rows and
+        lr_schedule.csv keeps its rows before ``step``, dropping what the interrupted epoch
+        had logged (and a line cut short by a crash)."""
         (self.dir / ERROR_LOG).unlink(missing_ok=True)  # from an earlier failed attempt
-        layers = list(layers)
-        lrs = initial_lrs or {}
-        self._layer_index = {layer.name: i for i, layer in enumerate(layers)}
+        self._groups = group_of_each_layer(layers, optimizer)
         self._write_csv(
             LAYERS,
             ["layer", "name", "params", "initial_lr"],
             (
-                [i, layer.name, layer.numel, f"{lrs[layer.name]:.6e}" if layer.name in lrs else ""]
-                for i, layer in enumerate(layers)
+                [i, layer.name, layer.numel, f"{lr:.6e}"]
+                for i, (layer, lr) in enumerate(zip(layers, initial_lrs))
             ),
         )
         kept = _read_rows(self.dir / LR_SCHEDULE, 3, lambda r: int(r[0]) < step) if history else []
         self._write_csv(LR_SCHEDULE, ["step", "layer", "lr"], kept)
-        rows = ([row.get(f, "") for f in HISTORY_FIELDS] for row in history or [])
-        self._write_csv(HISTORY, HISTORY_FIELDS, rows)
+        fields = HISTORY_FIELDS + [f for f in extra_fields if f not in HISTORY_FIELDS]
+        rows = ([row.get(f, "") for f in fields] for row in history or [])
+        self._write_csv(HISTORY, fields, rows)
         self._lr = csv.writer(self._append(LR_SCHEDULE))
-        self._history = csv.DictWriter(self._append(HISTORY), HISTORY_FIELDS)
+        self._history = csv.DictWriter(self._append(HISTORY), fields)
 
     def log_lrs(self, step: int, optimizer: Optimizer) -> None:
         """One row per layer with the lr its param group has now."""
-        for g, group in enumerate(optimizer.param_groups):
-            for name in group.get("layers", [g]):
-                self._lr.writerow([step, self._layer_index.get(name, name), f"{group['lr']:.6e}"])
+        groups = optimizer.param_groups
+        for layer, g in enumerate(self._groups):
+            self._lr.writerow([step, layer, f"{groups[g]['lr']:.6e}"])
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         self._history.writerow(row)

@@ -45,6 +45,7 @@ from torch import nn
 from lerac.accel import Accelerator
 from lerac.data.cifar import load_cifar
 from lerac.layers import find_layers
+from lerac.loop import training_step
 from lerac.models.resnet import ResNet18
 from lerac.regimes import Conventional, LearningRateCurriculum, Regime
 
@@ -107,6 +108,7 @@ class Side:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     regime: Regime
+    accel: Accelerator
     times: list[float]
 
 
@@ -123,15 +125,13 @@ def make_side(build_model, regime: Regime, batch, device, total_steps: int, **ac
     regime.start(optimizer, total_steps)
     regime.on_epoch_start(0, model)
     model.train()
-    return Side(model, optimizer, regime, [])
+    return Side(model, optimizer, regime, accelerator, [])
 
 
 def train_step(side: Side, batch, step: int) -> None:
+    """The trainer's own step (lerac.loop.training_step), after the regime's rates."""
     side.regime.before_step(step)
-    loss = nn.functional.cross_entropy(side.model(batch[0]), batch[1])
-    side.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    side.optimizer.step()
+    training_step(side.model, side.optimizer, side.accel, batch[0], batch[1])
 
 
 def interleave(sides: dict[str, Side], batch, device, warmup: int, steps: int) -> dict:

@@ -17,7 +17,7 @@ from lerac.accel import Accelerator, to_channels_last
 from lerac.curriculum import LeRaC
 from lerac.data.base import Splits, TensorLoader
 from lerac.errors import ConfigError
-from lerac.loop import TrainerSettings, fit
+from lerac.loop import TrainerSettings, fit, training_step
 from lerac.optim import fuse_groups, unsupported
 from lerac.regimes import LearningRateCurriculum
 from tests.conftest import TINY, compose_config
@@ -69,11 +69,14 @@ def train_with_curriculum(make_optimizer, fused: bool, backend=None, steps: int 
     Returns the model, the optimizer, the rate of the last group at each step and the
     compiles so far after each step (when ``backend`` counts them)."""
     model = small_cnn()
-    groups = [{"params": [p], "layers": [n]} for n, p in model.named_parameters()]
+    groups = [{"params": [p], "name": n} for n, p in model.named_parameters()]
     groups[-1]["weight_decay"] = 0.0  # a second bucket: groups differing beyond lr
     optimizer = make_optimizer(groups)
     if fused:
-        fuse_groups(optimizer, compile_backend=backend)
+        base = type(optimizer)
+        optimizer = fuse_groups(optimizer, compile_backend=backend)
+        assert isinstance(optimizer, base) and type(optimizer).__name__ == f"Fused{base.__name__}"
+        assert "step" not in vars(optimizer)  # a subclass's step, not one set on the object
     scheduler = LeRaC(optimizer, 8, optimizer.param_groups[0]["lr"], 1e-6)
     rates, compiles = [], []
     for step, (x, y) in enumerate(batches(steps)):
@@ -201,15 +204,34 @@ def test_the_fast_path_trains_like_the_plain_path():
     assert bf16_loss == pytest.approx(plain_loss, rel=0.05)
 
 
-def test_bf16_autocast_wraps_the_forward_and_returns_float32():
+def test_bf16_runs_the_forward_in_bfloat16_and_the_loss_in_float32():
     model = small_cnn()
     seen = []
     model[3].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
-    model = Accelerator("cpu", precision="bf16").prepare(model)
-    out = model(batches(1)[0][0])
-    assert seen == [torch.bfloat16] and out.dtype == torch.float32
-    copy = __import__("copy").deepcopy(model)  # the wrapped forward follows the copy
-    assert copy.forward.__self__ is copy
+    accel = Accelerator("cpu", precision="bf16")
+    assert accel.prepare(model) is model and "forward" not in vars(model)  # not rewritten
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    inputs, targets = batches(1)[0]
+    loss, logits = training_step(model, optimizer, accel, inputs, targets)
+    assert seen == [torch.bfloat16]
+    assert logits.dtype == loss.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    seen.clear()
+    model(inputs)  # outside the trainer's autocast block the model is plain float32
+    assert seen == [torch.float32]
+
+
+def test_backend_flags_hold_for_the_run_only():
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        with Accelerator("cuda").backend_flags():
+            assert torch.backends.cudnn.benchmark  # autotuning on CUDA
+        assert not torch.backends.cudnn.benchmark
+        with Accelerator("cpu").backend_flags():
+            assert not torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def test_channels_last_is_for_cuda_and_keeps_the_parameters():
