@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from lerac.checkpoint import Checkpoint, StopSignals
 from lerac.errors import ConfigError, CorruptDataError, LeRaCError, RunInterrupted
 from lerac.launch import gpu_for_job  # noqa: F401 - registers ${lerac_gpu:...} in job processes
-from lerac.loop import TrainerSettings, fit
+from lerac.loop import FitResult, Trainer, TrainerSettings
 from lerac.store import CONFIG, ERROR_LOG, RunLock, RunStore, read_metrics, run_group, run_key
 from lerac.tracking import NoLogger
 from lerac.validate import flatten, validate
@@ -160,92 +160,28 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     validate(cfg)  # one clear error before anything is built or read
     identity = describe(cfg)
     key = run_key(identity["dataset"], identity["model"], identity["regime"], cfg.seed, cfg.tag)
-    previous = read_metrics(run_dir)
-    if previous and previous.get("status") == "completed" and not cfg.overwrite:
-        log.info("%s is already completed in %s; skipped (overwrite=true retrains)", key, run_dir)
-        changed = config_changes(Path(run_dir) / CONFIG, cfg)
-        if changed:
-            warnings.warn(
-                f"{key} was trained with other settings ({', '.join(changed)}); its results "
-                "stand. Give the variant a tag=... or retrain with overwrite=true",
-                stacklevel=2,
-            )
+    previous = completed_run(cfg, run_dir, key)
+    if previous is not None:
         return previous
-
     settings = TrainerSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    regime = build(cfg.regime)
-    schedule = build(cfg.schedule)
+    regime, schedule = build(cfg.regime), build(cfg.schedule)
     store = RunStore(run_dir)
     with RunLock(store.dir), deterministic(settings.deterministic), StopSignals() as stop:
-        checkpoint = Checkpoint(store.dir)
-        if cfg.overwrite:
-            checkpoint.prune()
-        elif checkpoint.exists() and (changed := config_changes(store.dir / CONFIG, cfg)):
-            raise ConfigError(
-                f"{store.dir} holds a checkpoint of this run with other settings "
-                f"({', '.join(changed)}); run again with overwrite=true to start afresh, or "
-                "give the variant a tag=..."
-            )
-        store.write_artifacts({CONFIG: OmegaConf.to_yaml(cfg, resolve=True)})
+        checkpoint = open_run(cfg, store)
         metrics: dict[str, Any] = {**identity, "key": key, "status": "running"}
         store.write_metrics(metrics)  # a killed run is listed, not invisible
         logger: NoLogger = build(cfg.logger)
         try:
-            seed_everything(cfg.seed)
-            splits = read_data(cfg, store)
-            model = build(cfg.model, num_classes=splits.num_classes, **splits.input_spec)
-            make_optimizer = build(cfg.optimizer, _partial_=True)
-            logger.start(
-                OmegaConf.to_container(cfg, resolve=True),
-                str(store.dir),
-                key,
-                group=run_group(
-                    identity["dataset"], identity["model"], identity["regime"], cfg.tag
-                ),
+            trainer = Trainer(
+                settings, regime, schedule, store, logger, checkpoint, stop, cfg.seed, key
             )
-            store.write_artifacts(splits.artifacts)
-            result = fit(
-                model,
-                splits,
-                make_optimizer,
-                settings,
-                regime,
-                cfg.seed,
-                store,
-                logger,
-                desc=key,
-                schedule=schedule,
-                checkpoint=checkpoint,
-                stop=stop,
-            )
-            store.write_predictions(result.test_predictions, result.test_targets)
-        except (RunInterrupted, KeyboardInterrupt) as err:
-            metrics.update(status="interrupted", error=f"{type(err).__name__}: {err}")
-            store.write_metrics(metrics)
-            logger.finish(metrics, failed=True)
-            raise
+            splits, result = build_and_fit(cfg, trainer, identity, key)
         except BaseException as err:
-            metrics.update(status="failed", error=f"{type(err).__name__}: {err}")
-            store.write_error(traceback.format_exc())
-            store.write_metrics(metrics)
-            logger.finish(metrics, failed=True)
+            record_failure(store, logger, metrics, err)
             raise
         finally:
             store.close()
-
-        metrics.update(
-            status="completed",
-            test_acc=round(result.test_acc, 4),
-            val_acc=round(result.val_acc, 4),
-            test_loss=round(result.test_loss, 6),
-            best_epoch=result.best_epoch,
-            epochs=result.epochs,
-            train_seconds=round(result.train_seconds, 3),
-            layers=len(result.layers),
-            params=sum(layer.numel for layer in result.layers),
-            data_sizes=splits.sizes(),
-            resumed_from_epoch=result.resumed_from_epoch,
-        )
+        metrics.update(completed_metrics(result, splits))
         store.write_metrics(metrics)
         if not settings.keep_checkpoint:
             checkpoint.prune()  # a grid of thousands of runs must not fill the disk
@@ -258,6 +194,86 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         result.best_epoch,
     )
     return metrics
+
+
+def completed_run(cfg: DictConfig, run_dir: str | Path, key: str) -> dict[str, Any] | None:
+    """The metrics of the run if it is already completed (and not to be overwritten)."""
+    previous = read_metrics(run_dir)
+    if not (previous and previous.get("status") == "completed") or cfg.overwrite:
+        return None
+    log.info("%s is already completed in %s; skipped (overwrite=true retrains)", key, run_dir)
+    changed = config_changes(Path(run_dir) / CONFIG, cfg)
+    if changed:
+        warnings.warn(
+            f"{key} was trained with other settings ({', '.join(changed)}); its results "
+            "stand. Give the variant a tag=... or retrain with overwrite=true",
+            stacklevel=3,
+        )
+    return previous
+
+
+def open_run(cfg: DictConfig, store: RunStore) -> Checkpoint:
+    """The run's checkpoint, after refusing one made with other settings; the config the
+    run trains with is written beside it."""
+    checkpoint = Checkpoint(store.dir)
+    if cfg.overwrite:
+        checkpoint.prune()
+    elif checkpoint.exists() and (changed := config_changes(store.dir / CONFIG, cfg)):
+        raise ConfigError(
+            f"{store.dir} holds a checkpoint of this run with other settings "
+            f"({', '.join(changed)}); run again with overwrite=true to start afresh, or "
+            "give the variant a tag=..."
+        )
+    store.write_artifacts({CONFIG: OmegaConf.to_yaml(cfg, resolve=True)})
+    return checkpoint
+
+
+def build_and_fit(
+    cfg: DictConfig, trainer: Trainer, identity: dict[str, Any], key: str
+) -> tuple[Any, FitResult]:
+    """Data, model and optimizer from the config; trained by ``trainer``."""
+    store = trainer.store
+    seed_everything(cfg.seed)
+    splits = read_data(cfg, store)
+    model = build(cfg.model, num_classes=splits.num_classes, **splits.input_spec)
+    make_optimizer = build(cfg.optimizer, _partial_=True)
+    group = run_group(identity["dataset"], identity["model"], identity["regime"], cfg.tag)
+    trainer.logger.start(OmegaConf.to_container(cfg, resolve=True), str(store.dir), key, group)
+    store.write_artifacts(splits.artifacts)
+    result = trainer.fit(model, splits, make_optimizer)
+    store.write_predictions(result.test_predictions, result.test_targets)
+    return splits, result
+
+
+def record_failure(
+    store: RunStore, logger: NoLogger, metrics: dict[str, Any], err: BaseException
+) -> None:
+    """metrics.json says how the run ended: interrupted (resumable) or failed (with the
+    traceback in error.log); every finished epoch stays on disk."""
+    interrupted = isinstance(err, (RunInterrupted, KeyboardInterrupt))
+    metrics.update(
+        status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}"
+    )
+    if not interrupted:
+        store.write_error(traceback.format_exc())
+    store.write_metrics(metrics)
+    logger.finish(metrics, failed=True)
+
+
+def completed_metrics(result: FitResult, splits: Any) -> dict[str, Any]:
+    return dict(
+        status="completed",
+        test_acc=round(result.test_acc, 4),
+        val_acc=round(result.val_acc, 4),
+        test_loss=round(result.test_loss, 6),
+        best_epoch=result.best_epoch,
+        epochs=result.epochs,
+        train_seconds=round(result.train_seconds, 3),
+        layers=len(result.layers),
+        params=sum(layer.numel for layer in result.layers),
+        data_sizes=splits.sizes(),
+        resumed_from_epoch=result.resumed_from_epoch,
+    )
 
 
 _failed_runs: list[str] = []
