@@ -1,8 +1,10 @@
 """lerac.io: whole files or none, caches keyed by their inputs, parallel writers."""
 
-import multiprocessing
+import json
 import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,35 +19,56 @@ from lerac.io import (
     write_json,
 )
 
+# A job of a parallel sweep, run as its own interpreter (a forked child of a process that
+# already ran torch can deadlock in torch's thread pool). Both jobs meet inside the build,
+# through files, so they write the cache at once; each prints what it read back.
+FILL_CACHE = """
+import json, sys, time
+from pathlib import Path
+import torch
+from lerac.io import cached
 
-def _fill_cache(file, barrier, value, results):
-    """A job of a parallel sweep: build the cache (meeting the other job inside the build,
-    so both write at once), then report what it read back."""
+file, value = Path(sys.argv[1]), int(sys.argv[2])
 
-    def build():
-        barrier.wait(timeout=60)
-        return {"x": torch.full((50_000,), float(value))}
+def build():
+    (file.parent / f"ready-{value}").touch()
+    deadline = time.monotonic() + 60
+    while len(list(file.parent.glob("ready-*"))) < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other job never started its build")
+        time.sleep(0.01)
+    return {"x": torch.full((50_000,), float(value))}
 
-    try:
-        results.put((value, cached(file, build)["x"].unique().tolist()))
-    except Exception as err:  # reported to the test, which fails on it
-        results.put((value, repr(err)))
+print(json.dumps(cached(file, build)["x"].unique().tolist()))
+"""
 
 
 def test_two_processes_filling_one_cache_at_once_both_succeed(tmp_path):
-    context = multiprocessing.get_context("fork")
-    barrier, results = context.Barrier(2), context.Queue()
     file = tmp_path / "cache" / "shared.pt"
-    jobs = [context.Process(target=_fill_cache, args=(file, barrier, v, results)) for v in (1, 2)]
-    for job in jobs:
-        job.start()
-    outcomes = dict(results.get(timeout=120) for _ in jobs)
-    for job in jobs:
-        job.join(timeout=60)
+    file.parent.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    jobs = {
+        v: subprocess.Popen(
+            [sys.executable, "-c", FILL_CACHE, str(file), str(v)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for v in (1, 2)
+    }
+    try:
+        outcomes = {v: job.communicate(timeout=180) for v, job in jobs.items()}
+    finally:
+        for job in jobs.values():
+            job.kill()
     # Each job got the tensors it built, and the file left is one of them, whole.
-    assert outcomes == {1: [1.0], 2: [2.0]}
+    for v, (out, err) in outcomes.items():
+        assert jobs[v].returncode == 0, err
+        assert json.loads(out) == [float(v)]
     assert load_torch(file)["x"].unique().tolist() in ([1.0], [2.0])
-    assert sorted(p.name for p in file.parent.iterdir()) == ["shared.pt"]
+    left = sorted(p.name for p in file.parent.iterdir() if not p.name.startswith("ready-"))
+    assert left == ["shared.pt"]
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
