@@ -48,7 +48,7 @@ MAIN = "main"
 # Overrides SMOKE=1 adds: the whole grid at two batches per epoch and one epoch.
 SMOKE = ["trainer.limit_train_batches=2", "trainer.limit_eval_batches=2", "trainer.max_epochs=1"]
 # Training examples per epoch (official training split, before the 10% validation split),
-# for the GPU-hours estimate only. Sources: paper 4.1 and REFERENCE.md section 5.
+# for the GPU-hours estimate only. Sources: paper section 4.1 and each data set's official release.
 TRAIN_EXAMPLES = {
     "digits": 1_437,
     "cifar10": 50_000,

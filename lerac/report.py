@@ -229,6 +229,22 @@ def build_table(
 
     ``expected`` are the grid's runs (``lerac.grid.Run``); ``found`` the metrics read
     from disk (``scan_runs``)."""
+    cells = collect_cells(paper, expected, found)
+    rows = []
+    for key, cell in cells.items():
+        row = cell_row(key, cell)
+        ref_key = _reference_key(key, reference, cells)
+        if ref_key is not None:
+            row.update(compare_with_reference(cell, cells[ref_key], reference, ref_key[3], key[3]))
+        rows.append(row)
+    return rows
+
+
+def collect_cells(
+    paper: list[dict[str, str]], expected: list[Any], found: list[dict[str, Any]]
+) -> dict[CellKey, dict[str, Any]]:
+    """Cells keyed by (model, dataset, regime, tag): the paper's row, the grid's run keys,
+    the completed runs by (seed, tag) and the number of runs that did not complete."""
     cells: dict[CellKey, dict[str, Any]] = {}
 
     def cell(key: CellKey) -> dict[str, Any]:
@@ -249,69 +265,71 @@ def build_table(
             cells[key]["runs"][(run.get("seed"), run.get("tag"))] = run
         else:
             cells[key]["failed"] += 1
+    return cells
 
-    rows = []
-    for key, c in cells.items():
-        model, dataset, regime, tag = key
-        runs = c["runs"]
-        accs = [float(r["test_acc"]) for r in runs.values()]
-        mean = statistics.fmean(accs) if accs else None
-        std = statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None)
-        p_row = c["paper"] or {}
-        p_mean = _num(p_row.get("mean"))
-        row: dict[str, Any] = {
-            "model": model,
-            "dataset": dataset,
-            "regime": regime,
-            "tag": tag,
-            "paper_row": p_row.get("paper_row", ""),
-            "ours_mean": None if mean is None else round(mean, 2),
-            "ours_std": None if std is None else round(std, 2),
-            "seeds_done": len(runs),
-            "seeds_expected": len(c["expected"]) or (5 if p_row else len(runs)),
-            "failed": c["failed"],
-            "paper_mean": p_row.get("mean", ""),
-            "paper_std": p_row.get("std", ""),
-            "diff": None if mean is None or p_mean is None else round(mean - p_mean, 2),
-            "reference": "",
-            "diff_reference": None,
-            "paper_beats_reference": None,
-            "ours_beats_reference": None,
-            "agrees": None,
-            "paired_t_p": None,
-            "mcnemar_p": "",
-            "mcnemar_significant": "",
-        }
-        ref_key = _reference_key(key, reference, cells)
-        if ref_key is not None:
-            ref = cells[ref_key]
-            row["reference"] = "_".join(p for p in (reference, ref_key[3]) if p)
-            ref_paper = _num((ref["paper"] or {}).get("mean"))
-            if p_mean is not None and ref_paper is not None:
-                row["paper_beats_reference"] = p_mean > ref_paper
-            ref_accs = [float(r["test_acc"]) for r in ref["runs"].values()]
-            if accs and ref_accs:
-                row["ours_beats_reference"] = mean > statistics.fmean(ref_accs)
-                row["diff_reference"] = round(mean - statistics.fmean(ref_accs), 2)
-            if row["paper_beats_reference"] is not None and row["ours_beats_reference"] is not None:
-                row["agrees"] = row["paper_beats_reference"] == row["ours_beats_reference"]
-            pairs = _pairs(runs, ref["runs"], tag)
-            t = (
-                paired_ttest(
-                    *zip(*[(float(a["test_acc"]), float(b["test_acc"])) for a, b in pairs])
-                )
-                if pairs
-                else None
-            )
-            row["paired_t_p"] = None if t is None else float(f"{t:.3g}")
-            ps = [mcnemar_runs(a, b) for a, b in pairs]
-            ps = [p for p in ps if p is not None]
-            row["mcnemar_p"] = ";".join(f"{p:.2g}" for p in ps)
-            row["mcnemar_significant"] = (
-                f"{sum(p < SIGNIFICANCE for p in ps)}/{len(ps)}" if ps else ""
-            )
-        rows.append(row)
-    return rows
+
+def _accuracies(cell: dict[str, Any]) -> list[float]:
+    return [float(r["test_acc"]) for r in cell["runs"].values()]
+
+
+def cell_row(key: CellKey, cell: dict[str, Any]) -> dict[str, Any]:
+    """A cell's own columns (ours beside the paper's); the reference columns left empty."""
+    model, dataset, regime, tag = key
+    accs = _accuracies(cell)
+    mean = statistics.fmean(accs) if accs else None
+    std = statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None)
+    p_row = cell["paper"] or {}
+    p_mean = _num(p_row.get("mean"))
+    return {
+        "model": model,
+        "dataset": dataset,
+        "regime": regime,
+        "tag": tag,
+        "paper_row": p_row.get("paper_row", ""),
+        "ours_mean": None if mean is None else round(mean, 2),
+        "ours_std": None if std is None else round(std, 2),
+        "seeds_done": len(accs),
+        "seeds_expected": len(cell["expected"]) or (5 if p_row else len(accs)),
+        "failed": cell["failed"],
+        "paper_mean": p_row.get("mean", ""),
+        "paper_std": p_row.get("std", ""),
+        "diff": None if mean is None or p_mean is None else round(mean - p_mean, 2),
+        "reference": "",
+        "diff_reference": None,
+        "paper_beats_reference": None,
+        "ours_beats_reference": None,
+        "agrees": None,
+        "paired_t_p": None,
+        "mcnemar_p": "",
+        "mcnemar_significant": "",
+    }
+
+
+def compare_with_reference(
+    cell: dict[str, Any], ref: dict[str, Any], reference: str, ref_tag: str, tag: str
+) -> dict[str, Any]:
+    """The reference columns: who beats whom in the paper and here, and the paired tests."""
+    out: dict[str, Any] = {"reference": "_".join(p for p in (reference, ref_tag) if p)}
+    p_mean, ref_paper = (
+        _num((cell["paper"] or {}).get("mean")),
+        _num((ref["paper"] or {}).get("mean")),
+    )
+    if p_mean is not None and ref_paper is not None:
+        out["paper_beats_reference"] = p_mean > ref_paper
+    accs, ref_accs = _accuracies(cell), _accuracies(ref)
+    if accs and ref_accs:
+        out["ours_beats_reference"] = statistics.fmean(accs) > statistics.fmean(ref_accs)
+        out["diff_reference"] = round(statistics.fmean(accs) - statistics.fmean(ref_accs), 2)
+    if out.get("paper_beats_reference") is not None and out.get("ours_beats_reference") is not None:
+        out["agrees"] = out["paper_beats_reference"] == out["ours_beats_reference"]
+    pairs = _pairs(cell["runs"], ref["runs"], tag)
+    if pairs:
+        t = paired_ttest(*zip(*[(float(a["test_acc"]), float(b["test_acc"])) for a, b in pairs]))
+        out["paired_t_p"] = None if t is None else float(f"{t:.3g}")
+    ps = [p for p in (mcnemar_runs(a, b) for a, b in pairs) if p is not None]
+    out["mcnemar_p"] = ";".join(f"{p:.2g}" for p in ps)
+    out["mcnemar_significant"] = f"{sum(p < SIGNIFICANCE for p in ps)}/{len(ps)}" if ps else ""
+    return out
 
 
 def _pairs(runs: dict, reference_runs: dict, tag: str) -> list[tuple[dict, dict]]:
@@ -332,6 +350,29 @@ CSV_FIELDS = [
     "paper_beats_reference", "ours_beats_reference", "agrees", "paired_t_p", "mcnemar_p",
     "mcnemar_significant",
 ]  # fmt: skip
+
+
+def markdown_cells(r: dict[str, Any], has_paper: bool) -> list[Any]:
+    """One table row as the Markdown table shows it."""
+    regime = r["regime"] + (f" [{r['tag']}]" if r["tag"] else "")
+    ours = _fmt(r["ours_mean"], r["ours_std"]) or "missing"
+    seeds = f"{r['seeds_done']}/{r['seeds_expected']}" + (
+        f" ({r['failed']} failed)" if r["failed"] else ""
+    )
+    cells = [r["model"], r["dataset"], regime, ours, seeds]
+    if has_paper:
+        paper = f"{r['paper_mean']} ± {r['paper_std']}" if r["paper_mean"] != "" else ""
+        cells += [paper, "" if r["diff"] is None else f"{r['diff']:+.2f}"]
+        paper_says = _yes(r["paper_beats_reference"]) or "–"
+        beats = f"{paper_says} / {_yes(r['ours_beats_reference']) or '–'}" if r["reference"] else ""
+    else:
+        beats = _yes(r["ours_beats_reference"])
+    return cells + [
+        "" if r["diff_reference"] is None else f"{r['diff_reference']:+.2f}",
+        beats,
+        "" if r["paired_t_p"] is None else f"{r['paired_t_p']:.3g}",
+        r["mcnemar_significant"] + (f" (p: {r['mcnemar_p']})" if r["mcnemar_p"] else ""),
+    ]
 
 
 def format_markdown(
@@ -355,30 +396,7 @@ def format_markdown(
     lines = [f"# {title}", "", source, "", "| " + " | ".join(head) + " |"]
     lines.append("|" + "---|" * len(head))
     for r in rows:
-        regime = r["regime"] + (f" [{r['tag']}]" if r["tag"] else "")
-        ours = _fmt(r["ours_mean"], r["ours_std"]) or "missing"
-        seeds = f"{r['seeds_done']}/{r['seeds_expected']}" + (
-            f" ({r['failed']} failed)" if r["failed"] else ""
-        )
-        cells = [r["model"], r["dataset"], regime, ours, seeds]
-        if has_paper:
-            paper = f"{r['paper_mean']} ± {r['paper_std']}" if r["paper_mean"] != "" else ""
-            diff = "" if r["diff"] is None else f"{r['diff']:+.2f}"
-            cells += [paper, diff]
-        if has_paper:
-            paper_says = _yes(r["paper_beats_reference"]) or "–"
-            beats = (
-                f"{paper_says} / {_yes(r['ours_beats_reference']) or '–'}" if r["reference"] else ""
-            )
-        else:
-            beats = _yes(r["ours_beats_reference"])
-        cells += [
-            "" if r["diff_reference"] is None else f"{r['diff_reference']:+.2f}",
-            beats,
-            "" if r["paired_t_p"] is None else f"{r['paired_t_p']:.3g}",
-            r["mcnemar_significant"] + (f" (p: {r['mcnemar_p']})" if r["mcnemar_p"] else ""),
-        ]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(str(c) for c in markdown_cells(r, has_paper)) + " |")
     lines += [
         "",
         f"Accuracy in %, test set, the epoch chosen on validation accuracy; std = sample std "
