@@ -44,37 +44,8 @@ def find_layers(model: nn.Module, example_inputs: Any) -> list[Layer]:
     that it did enter; one with no such ancestor (besides the root) goes last, with a
     warning.
     """
-    seen: set[int] = set()
-    owned: dict[str, tuple[nn.Parameter, ...]] = {}
-    for name, module in model.named_modules():
-        params = []
-        for p in module.parameters(recurse=False):
-            if p.requires_grad and id(p) not in seen:  # tied weights go to their first owner
-                seen.add(id(p))
-                params.append(p)
-        if params:
-            owned[name] = tuple(params)
-
-    modules = dict(model.named_modules())
-    entered: dict[str, int] = {}  # module name -> when the pass first entered it
-
-    def hook_for(name: str):
-        def record(_module: nn.Module, _args: Any) -> None:  # must return None: keeps inputs
-            entered.setdefault(name, len(entered))
-
-        return record
-
-    hooks = [module.register_forward_pre_hook(hook_for(name)) for name, module in modules.items()]
-    training = {name: m.training for name, m in modules.items()}
-    try:
-        model.eval()
-        with torch.no_grad():
-            call_model(model, example_inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for name, m in modules.items():
-            m.training = training[name]
+    owned = parameters_by_module(model)
+    entered = order_of_entry(model, example_inputs)
 
     # A module whose parameters its parent uses directly (e.g. the output projection of
     # nn.MultiheadAttention) never enters; it takes its nearest entered ancestor's place.
@@ -99,6 +70,48 @@ def find_layers(model: nn.Module, example_inputs: Any) -> list[Layer]:
             stacklevel=2,
         )
     return [Layer(name or "<root>", owned[name]) for name in ordered]
+
+
+def parameters_by_module(model: nn.Module) -> dict[str, tuple[nn.Parameter, ...]]:
+    """Each module's own trainable parameters, by module name; a tied weight belongs to
+    the first module that registers it."""
+    seen: set[int] = set()
+    owned: dict[str, tuple[nn.Parameter, ...]] = {}
+    for name, module in model.named_modules():
+        params = []
+        for p in module.parameters(recurse=False):
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+        if params:
+            owned[name] = tuple(params)
+    return owned
+
+
+def order_of_entry(model: nn.Module, example_inputs: Any) -> dict[str, int]:
+    """Module name -> when one forward pass (eval mode, no gradients) first entered it;
+    every module's train/eval flag is restored afterwards."""
+    modules = dict(model.named_modules())
+    entered: dict[str, int] = {}
+
+    def hook_for(name: str):
+        def record(_module: nn.Module, _args: Any) -> None:  # must return None: keeps inputs
+            entered.setdefault(name, len(entered))
+
+        return record
+
+    hooks = [module.register_forward_pre_hook(hook_for(name)) for name, module in modules.items()]
+    training = {name: m.training for name, m in modules.items()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            call_model(model, example_inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for name, m in modules.items():
+            m.training = training[name]
+    return entered
 
 
 def layer_param_groups(
