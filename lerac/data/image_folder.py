@@ -56,6 +56,37 @@ def common_size(files: list[Path]) -> int:
     )
 
 
+def same_class_folders(root: Path, names: list[str]) -> list[str]:
+    """The class folders of train, checked to be the same in every other split."""
+    classes = {name: class_folders(root / name) for name in names}
+    if not classes["train"]:
+        raise DataNotFoundError(
+            f"{root / 'train'} has no class folders; dataset.path needs {LAYOUT}"
+        )
+    for name in names[1:]:
+        if classes[name] != classes["train"]:
+            only_train = sorted(set(classes["train"]) - set(classes[name]))
+            only_here = sorted(set(classes[name]) - set(classes["train"]))
+            raise ConfigError(
+                f"{root / name} and {root / 'train'} must have the same class folders: "
+                f"missing in {name}: {only_train or 'none'}; not in train: {only_here or 'none'}"
+            )
+    return classes["train"]
+
+
+def train_and_val(data: dict[str, torch.Tensor], root: Path, val_fraction: float, seed: int):
+    """The val folder when there is one, else val_fraction of train (seeded)."""
+    train = (data["train_x"], data["train_y"])
+    if "val_x" in data:
+        return train, (data["val_x"], data["val_y"])
+    try:
+        return hold_out(*train, val_fraction, seed)
+    except ValueError as err:
+        raise ConfigError(
+            f"{err} for validation: add a {root / 'val'} folder or change dataset.val_fraction"
+        ) from err
+
+
 def load_image_folder(
     path: str,
     cache_dir: str,
@@ -73,20 +104,8 @@ def load_image_folder(
             raise DataNotFoundError(f"{root / split} does not exist; dataset.path needs {LAYOUT}")
     check_channels(channels)
     names = ["train", "test"] + (["val"] if (root / "val").is_dir() else [])
-    classes = {name: class_folders(root / name) for name in names}
-    if not classes["train"]:
-        raise DataNotFoundError(
-            f"{root / 'train'} has no class folders; dataset.path needs {LAYOUT}"
-        )
-    for name in names[1:]:
-        if classes[name] != classes["train"]:
-            only_train = sorted(set(classes["train"]) - set(classes[name]))
-            only_here = sorted(set(classes[name]) - set(classes["train"]))
-            raise ConfigError(
-                f"{root / name} and {root / 'train'} must have the same class folders: "
-                f"missing in {name}: {only_train or 'none'}; not in train: {only_here or 'none'}"
-            )
-    listed = {name: split_files(root / name, classes["train"]) for name in names}
+    classes = same_class_folders(root, names)
+    listed = {name: split_files(root / name, classes) for name in names}
     every_file = [f for files, _ in listed.values() for f in files]
     size = image_size or common_size(every_file)
 
@@ -97,24 +116,15 @@ def load_image_folder(
             data[f"{name}_y"] = torch.tensor(labels, dtype=torch.long)
         return data
 
-    settings = {"channels": channels, "size": size, "classes": classes["train"]}
+    settings = {"channels": channels, "size": size, "classes": classes}
     data = cached_images(cache_dir, "image_folder", every_file, settings, decode)
-    train = (data["train_x"], data["train_y"])
-    if "val_x" in data:
-        val = (data["val_x"], data["val_y"])
-    else:
-        try:
-            train, val = hold_out(*train, val_fraction, split_seed)
-        except ValueError as err:
-            raise ConfigError(
-                f"{err} for validation: add a {root / 'val'} folder or change dataset.val_fraction"
-            ) from err
+    train, val = train_and_val(data, root, val_fraction, split_seed)
     mean, std = channel_stats(train[0])
     return Splits(
         train=train,
         val=val,
         test=(data["test_x"], data["test_y"]),
-        num_classes=len(classes["train"]),
+        num_classes=len(classes),
         input_spec={"in_channels": channels, "image_size": size},
         mean=mean,
         std=std,

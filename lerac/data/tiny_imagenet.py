@@ -42,6 +42,26 @@ def read_val_annotations(folder: Path, index: dict[str, int]) -> tuple[list[Path
     return files, labels
 
 
+def list_files(
+    base: Path,
+) -> tuple[list[str], tuple[list[Path], list[int]], tuple[list[Path], list[int]]]:
+    """The class ids (wnids.txt order is the class index), the training files with their
+    labels, and the validation files (our test split) with theirs."""
+    wnids = [w.strip() for w in (base / "wnids.txt").read_text().split() if w.strip()]
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    train_files, train_labels = [], []
+    for wnid in wnids:
+        images = base / "train" / wnid / "images"
+        if not images.is_dir():
+            raise DataNotFoundError(
+                f"Tiny ImageNet: {images} is missing (wnid {wnid} of wnids.txt)"
+            )
+        found = list_images(images)
+        train_files += found
+        train_labels += [index[wnid]] * len(found)
+    return wnids, (train_files, train_labels), read_val_annotations(base / "val", index)
+
+
 def load_tiny_imagenet(
     root: str,
     cache_dir: str,
@@ -58,19 +78,7 @@ def load_tiny_imagenet(
             f"Tiny ImageNet not found: {missing[0]} is missing; download {URL} and extract it "
             f"into {Path(root).resolve()} (or point paths.data_dir at the folder holding {folder})"
         )
-    wnids = [w.strip() for w in (base / "wnids.txt").read_text().split() if w.strip()]
-    index = {wnid: i for i, wnid in enumerate(wnids)}
-    train_files, train_labels = [], []
-    for wnid in wnids:
-        images = base / "train" / wnid / "images"
-        if not images.is_dir():
-            raise DataNotFoundError(
-                f"Tiny ImageNet: {images} is missing (wnid {wnid} of wnids.txt)"
-            )
-        found = list_images(images)
-        train_files += found
-        train_labels += [index[wnid]] * len(found)
-    test_files, test_labels = read_val_annotations(base / "val", index)
+    wnids, (train_files, train_labels), (test_files, test_labels) = list_files(base)
 
     def decode() -> dict[str, torch.Tensor]:
         return {
