@@ -12,6 +12,7 @@ and exits 2, an interruption exits 3.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import random
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lerac.checkpoint import Checkpoint, StopSignals
@@ -41,7 +42,8 @@ from lerac.validate import flatten, validate
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys a group file carries for people, checks and reports, not for its constructor.
-METADATA_KEYS = ("id", "table1", "modality", "modalities")
+# "tokenizer": a text model's block, handed to its data set (build_data), not to it.
+METADATA_KEYS = ("id", "table1", "modality", "modalities", "tokenizer")
 # Settings that do not change what a run computes.
 BOOKKEEPING = (
     "overwrite",
@@ -73,6 +75,28 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if cause is None:
             raise
         raise cause from cause.__cause__
+
+
+def named_parameters_of(target: str, **offered: Any) -> dict[str, Any]:
+    """The ``offered`` keyword arguments that ``target``'s signature names: a constructor
+    is handed what it asks for, not every key another group provides."""
+    names = inspect.signature(get_object(target)).parameters
+    return {key: value for key, value in offered.items() if key in names}
+
+
+def build_model(node: DictConfig, num_classes: int, input_spec: dict[str, Any]) -> Any:
+    """The model group's ``_target_``, given the number of classes and the input spec
+    keys (``lerac.data.base``: image, text) that it takes."""
+    return build(node, num_classes=num_classes, **named_parameters_of(node._target_, **input_spec))
+
+
+def build_data(cfg: DictConfig) -> Any:
+    """The dataset group's ``_target_``; a text family also gets the model's tokenizer
+    block (the model decides how its text is tokenized)."""
+    tokenizer = cfg.model.get("tokenizer")
+    if tokenizer is not None:
+        tokenizer = OmegaConf.to_container(tokenizer, resolve=True)
+    return build(cfg.dataset, **named_parameters_of(cfg.dataset._target_, tokenizer=tokenizer))
 
 
 def user_error(err: BaseException | None) -> LeRaCError | None:
@@ -140,7 +164,7 @@ def read_data(cfg: DictConfig, store: RunStore) -> Any:
     """Build the data set; a file that cannot be read becomes one clear error (families
     name the exact file with ``lerac.errors.reading``; this names the data set)."""
     try:
-        return build(cfg.dataset)
+        return build_data(cfg)
     except LeRaCError:
         raise
     except Exception as err:
@@ -235,7 +259,7 @@ def build_and_fit(
     store = trainer.store
     seed_everything(cfg.seed)
     splits = read_data(cfg, store)
-    model = build(cfg.model, num_classes=splits.num_classes, **splits.input_spec)
+    model = build_model(cfg.model, splits.num_classes, splits.input_spec)
     make_optimizer = build(cfg.optimizer, _partial_=True)
     group = run_group(identity["dataset"], identity["model"], identity["regime"], cfg.tag)
     trainer.logger.start(OmegaConf.to_container(cfg, resolve=True), str(store.dir), key, group)

@@ -345,7 +345,7 @@ def test_septr_cbs_sites_are_the_token_maps():
 
 
 def test_densenet121_takes_one_channel_spectrograms():
-    model = DenseNet121(num_classes=6, in_channels=1, image_size=(32, 40))
+    model = DenseNet121(num_classes=6, in_channels=1)
     assert model.features.conv0.in_channels == 1 and model.classifier.out_features == 6
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 120  # DenseNet-121: 120 convs + the classifier

@@ -11,7 +11,7 @@ from lerac.layers import find_layers
 from lerac.models.hub import PretrainedUnavailable
 from lerac.models.resnet import ResNet18
 from lerac.store import run_group
-from lerac.train import CONF_DIR, build
+from lerac.train import CONF_DIR, build, build_data, build_model, named_parameters_of
 from tests.conftest import compose_config
 
 GROUPS = ["model", "dataset", "regime", "optimizer", "schedule", "logger", "paths"]
@@ -95,14 +95,34 @@ def test_every_model_builds_and_classifies(option, monkeypatch, tmp_path):
         monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
         cfg = compose_config([f"model={option}", "model.pretrained=org/not-cached"])
         with pytest.raises(PretrainedUnavailable, match="model.pretrained="):
-            build(cfg.model, num_classes=7, **example_inputs(cfg.model.modalities[0])[1])
+            build_model(cfg.model, 7, example_inputs(cfg.model.modalities[0])[1])
         return
     cfg = compose_config([f"model={option}", *SMALL_MODEL[option]])
     for modality in cfg.model.modalities:
         inputs, spec = example_inputs(modality)
-        model = build(cfg.model, num_classes=7, **spec)
+        model = build_model(cfg.model, 7, spec)
         logits = model(**inputs) if isinstance(inputs, dict) else model(inputs)
         assert logits.shape == (2, 7), (option, modality)
+
+
+def test_a_constructor_is_handed_only_the_input_keys_it_names():
+    spec = {"in_channels": 1, "image_size": 32, "vocab_size": 12}
+    # DenseNet-121 takes no image size; ResNet-18 does (its stem follows it); neither text.
+    assert named_parameters_of("lerac.models.densenet.DenseNet121", **spec) == {"in_channels": 1}
+    assert named_parameters_of("lerac.models.resnet.ResNet18", **spec) == {
+        "in_channels": 1,
+        "image_size": 32,
+    }
+    # A catch-all **config is not a name: cvt13 gets no image_size to pass on to CvtConfig.
+    assert named_parameters_of("lerac.models.hf_image.cvt13", **spec) == {"in_channels": 1}
+
+
+def test_a_text_data_set_gets_its_tokenizer_from_the_model_not_from_its_config():
+    cfg = compose_config(["model=lstm", "dataset=rte"])
+    assert "tokenizer" not in cfg.dataset and cfg.model.tokenizer.kind == "word_vocab"
+    offered = {"tokenizer": dict(cfg.model.tokenizer)}
+    assert named_parameters_of(cfg.dataset._target_, **offered) == offered
+    assert named_parameters_of(compose_config([]).dataset._target_, **offered) == {}
 
 
 def test_resnet18_stem_follows_the_input_size():
@@ -135,11 +155,11 @@ def test_every_dataset_builds_or_names_its_missing_data(option, cifar_root, tmp_
         overrides.append(f"dataset.path={data_dir}")
     cfg = compose_config(overrides + [f"paths.cache_dir={tmp_path / 'cache'}"])
     if option in BUILT_HERE:
-        splits = build(cfg.dataset)
+        splits = build_data(cfg)
         assert splits.num_classes >= 2 and min(splits.sizes().values()) > 0
         return
     with pytest.raises(LeRaCError) as err:
-        build(cfg.dataset)
+        build_data(cfg)
     assert str(data_dir) in str(err.value)  # the message says where it looked
 
 

@@ -18,7 +18,7 @@ from lerac.layers import find_layers
 from lerac.models.hf_text import HFTextClassifier
 from lerac.models.hub import PretrainedUnavailable
 from lerac.models.lstm import LSTMClassifier
-from lerac.train import CONF_DIR, build, train
+from lerac.train import CONF_DIR, build_data, train
 from tests.conftest import compose_config
 from tests.text_fixtures import N_DEV, N_TRAIN, rows, write_benchmark, write_table, write_tiny_model
 
@@ -38,11 +38,11 @@ def tiny_bert(root):
     return write_tiny_model(root / "tiny-bert", "bert")
 
 
-def build_data(cfg):
-    """``build(cfg.dataset)``, raising the suite's own error where Hydra's instantiate wraps it
-    in an InstantiationException (lerac.train.build should unwrap it the same way)."""
+def read_text_data(cfg):
+    """``lerac.train.build_data``, raising an assertion a family's code made where Hydra's
+    instantiate wraps it in an InstantiationException (the suite's own errors it unwraps)."""
     try:
-        return build(cfg.dataset)
+        return build_data(cfg)
     except InstantiationException as err:
         if isinstance(err.__cause__, (LeRaCError, AssertionError)):
             raise err.__cause__ from None
@@ -77,7 +77,7 @@ LAYOUTS = {  # layout -> (dataset, label of the first dev row, where label 0 mea
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_each_benchmark_layout_loads_with_the_official_validation_split_as_test(root, layout):
     folder = write_benchmark(root, layout)
-    splits = build_data(config(root, "lstm", LAYOUTS[layout], folder))
+    splits = read_text_data(config(root, "lstm", LAYOUTS[layout], folder))
     # 10% of train is validation; the official dev/validation file is the test set.
     assert splits.sizes() == {"train": N_TRAIN - 4, "val": 4, "test": N_DEV}
     assert splits.num_classes == 2
@@ -95,12 +95,12 @@ def test_each_benchmark_layout_loads_with_the_official_validation_split_as_test(
 
 def test_the_validation_split_is_the_same_for_every_run_seed(root):
     folder = write_benchmark(root, "rte_glue")
-    a = build_data(config(root, "lstm", "rte", folder, "seed=1"))
-    b = build_data(
+    a = read_text_data(config(root, "lstm", "rte", folder, "seed=1"))
+    b = read_text_data(
         config(root, "lstm", "rte", folder, "seed=2", "paths.cache_dir=" + str(root / "c2"))
     )
     assert torch.equal(a.val[0]["input_ids"], b.val[0]["input_ids"])
-    c = build_data(config(root, "lstm", "rte", folder, "dataset.split_seed=5"))
+    c = read_text_data(config(root, "lstm", "rte", folder, "dataset.split_seed=5"))
     assert not torch.equal(a.val[0]["input_ids"], c.val[0]["input_ids"])
 
 
@@ -111,7 +111,7 @@ def test_text_files_in_each_format_with_string_labels(root, ext):
     write_table(folder / f"test.{ext}", rows("plain", 9, 2))
     if ext == "jsonl":  # an explicit validation split replaces the 10% hold-out
         write_table(folder / f"val.{ext}", rows("plain", 6, 3))
-    splits = build_data(config(root, "lstm", "text_files", folder))
+    splits = read_text_data(config(root, "lstm", "text_files", folder))
     assert splits.num_classes == 3
     assert splits.artifacts["labels.txt"].split() == ["mixed", "neg", "pos"]
     expected_val = 6 if ext == "jsonl" else 3
@@ -124,7 +124,7 @@ def test_text_files_with_integer_labels_and_pairs(root):
     train_rows = [{"premise": f"a {i}", "hypothesis": "b", "y": [3, 7][i % 2]} for i in range(20)]
     write_table(folder / "train.csv", train_rows)
     write_table(folder / "test.csv", train_rows[:4])
-    splits = build(
+    splits = read_text_data(
         config(
             root,
             "lstm",
@@ -133,7 +133,7 @@ def test_text_files_with_integer_labels_and_pairs(root):
             "dataset.text_column=premise",
             "dataset.text_pair_column=hypothesis",
             "dataset.label_column=y",
-        ).dataset
+        )
     )
     assert splits.artifacts["labels.txt"].split() == ["3", "7"]
     assert splits.test[1].tolist() == [0, 1, 0, 1]
@@ -151,7 +151,7 @@ def test_a_missing_column_names_the_columns_found(root):
         ConfigError,
         match=r"no column 'text' \(dataset.text_column\); columns found: sentence, label",
     ):
-        build_data(config(root, "lstm", "text_files", folder))
+        read_text_data(config(root, "lstm", "text_files", folder))
 
 
 def test_a_test_label_unseen_in_training_is_named(root):
@@ -165,7 +165,7 @@ def test_a_test_label_unseen_in_training_is_named(root):
     with pytest.raises(
         ConfigError, match=r"test label 'neutral' is not among the training labels \(neg, pos\)"
     ):
-        build_data(config(root, "lstm", "text_files", folder))
+        read_text_data(config(root, "lstm", "text_files", folder))
 
 
 def test_no_files_and_no_hub_says_where_to_put_them(root, monkeypatch):
@@ -173,24 +173,24 @@ def test_no_files_and_no_hub_says_where_to_put_them(root, monkeypatch):
     empty = root / "empty"
     empty.mkdir()
     with pytest.raises(DataNotFoundError, match=rf"no data under {empty} .*dev\|val\|validation"):
-        build_data(config(root, "lstm", "rte", empty))
+        read_text_data(config(root, "lstm", "rte", empty))
     with pytest.raises(
         DataNotFoundError, match=r"train: train, val: val\|validation\|dev, test: test"
     ):
-        build_data(config(root, "lstm", "text_files", empty))
+        read_text_data(config(root, "lstm", "text_files", empty))
 
 
 def test_a_text_data_set_needs_a_text_models_tokenizer(root):
     folder = write_benchmark(root, "rte_glue")
     cfg = compose_config(["dataset=rte", f"dataset.path={folder}"])  # default model: resnet18
     with pytest.raises(ConfigError, match="pick a text model"):
-        build_data(cfg)
+        read_text_data(cfg)
 
 
 def test_tokenized_splits_are_cached_and_reused(root, monkeypatch):
     folder = write_benchmark(root, "qnli_hf")
     cache = root / "reuse_cache"
-    first = build_data(config(root, "lstm", "qnli", folder, f"paths.cache_dir={cache}"))
+    first = read_text_data(config(root, "lstm", "qnli", folder, f"paths.cache_dir={cache}"))
     assert len(list((cache / "text").glob("qnli-word_vocab-*.pt"))) == 1
 
     def fail(*args, **kwargs):
@@ -198,10 +198,12 @@ def test_tokenized_splits_are_cached_and_reused(root, monkeypatch):
 
     monkeypatch.setattr(text_data, "tokenize_tables", fail)
     for extra in (["seed=3"], ["regime=conventional"]):
-        again = build_data(config(root, "lstm", "qnli", folder, f"paths.cache_dir={cache}", *extra))
+        again = read_text_data(
+            config(root, "lstm", "qnli", folder, f"paths.cache_dir={cache}", *extra)
+        )
         assert torch.equal(again.train[0]["input_ids"], first.train[0]["input_ids"])
     with pytest.raises(AssertionError, match="tokenized again"):  # another max length: new cache
-        build_data(
+        read_text_data(
             config(
                 root,
                 "lstm",
@@ -290,7 +292,7 @@ def test_every_text_model_dataset_and_regime_composes(model):
             for regime in REGIMES:
                 cfg = compose("train", [f"model={model}", f"dataset={dataset}", f"regime={regime}"])
                 resolved = OmegaConf.to_container(cfg, resolve=True)
-                assert resolved["dataset"]["tokenizer"] == resolved["model"]["tokenizer"]
+                assert "tokenizer" not in resolved["dataset"] and resolved["model"]["tokenizer"]
                 assert cfg.dataset.modality == "text" and "text" in cfg.model.modalities
                 assert resolved["regime"]["id"] == regime
     cfg = compose_config([f"model={model}"])
@@ -381,7 +383,7 @@ def test_any_hf_text_model_trains_on_text_files(root, tmp_path):
     write_table(folder / "test.csv", rows("plain", 9, 2))
     extra = ["regime=conventional", "trainer.max_epochs=1"]
     cfg = config(root, "hf_text", "text_files", folder, *extra, bert=distilbert)
-    splits = build_data(cfg)
+    splits = read_text_data(cfg)
     assert set(splits.train[0]) == {"input_ids", "attention_mask"}
     metrics = train(cfg, tmp_path / "run")
     assert metrics["status"] == "completed" and metrics["model"] == "hf_text"

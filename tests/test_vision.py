@@ -24,7 +24,7 @@ from lerac.models.hf_image import CvtClassifier, cvt13, pretrained
 from lerac.models.hub import PretrainedUnavailable
 from lerac.models.resnet import stem
 from lerac.models.wide_resnet import wide_resnet50
-from lerac.train import CONF_DIR, build, train
+from lerac.train import CONF_DIR, build_data, train
 from tests.conftest import compose_config
 from tests.vision_fixtures import image_folder_tree, imagenet_tree, tiny_imagenet_tree, write_image
 
@@ -365,7 +365,7 @@ def test_augment_applies_to_training_batches_only(tmp_path, folder):
         ["dataset=image_folder", f"dataset.path={folder}", "dataset.augment=true"]
         + quick(tmp_path, tmp_path / "c")
     )
-    splits = build(cfg.dataset)
+    splits = build_data(cfg)
     assert splits.augment is not None
     train_loader, val_loader, _ = splits.loaders(64, "cpu", seed=0)
     plain = load_image_folder(str(folder), str(tmp_path / "c"))

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lerac.data.audio_augment import build_augment
-from lerac.data.base import Splits
+from lerac.data.base import Splits, image_input
 from lerac.data.spectrogram import SpectrogramSettings, cached_spectrograms, to_unit
 from lerac.errors import ConfigError
 
@@ -95,7 +95,7 @@ def audio_splits(
         val=val,
         test=test,
         num_classes=num_classes,
-        input_spec={"in_channels": 1, "image_size": (settings.n_mels, settings.frames)},
+        input_spec=image_input(1, (settings.n_mels, settings.frames)),
         prepare=to_unit,
         augment=build_augment(augment, num_classes),
     )

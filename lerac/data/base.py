@@ -44,12 +44,23 @@ def count(inputs: Inputs) -> int:
     return len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
 
 
+def image_input(in_channels: int, image_size: int | tuple[int, int]) -> dict[str, Any]:
+    """What a model of images (or spectrograms: (mel bins, frames)) is told of its inputs."""
+    return {"in_channels": in_channels, "image_size": image_size}
+
+
+def text_input(vocab_size: int, max_length: int) -> dict[str, Any]:
+    """What a model of token ids is told of its inputs."""
+    return {"vocab_size": vocab_size, "max_length": max_length}
+
+
 @dataclass
 class Splits:
     """A data set ready to train on.
 
-    ``input_spec`` is what the model needs to know about the inputs (for images:
-    ``in_channels`` and ``image_size``); it is passed to the model's constructor.
+    ``input_spec`` is what the model needs to know about the inputs, one small spec per
+    modality (:func:`image_input`, :func:`text_input`); the entrypoint passes a model's
+    constructor the keys of it that the constructor names.
     ``mean``/``std`` (shape (1, C, 1, 1)) normalize image batches; None leaves inputs as
     they are. ``prepare`` replaces that normalization when set (e.g. trimming padding).
     ``augment`` acts on training batches only. ``artifacts`` are files the run keeps
@@ -147,7 +158,7 @@ def image_splits(
         val=val,
         test=(test_images, test_labels),
         num_classes=num_classes,
-        input_spec={"in_channels": train_images.shape[1], "image_size": train_images.shape[-1]},
+        input_spec=image_input(train_images.shape[1], train_images.shape[-1]),
         mean=mean,
         std=std,
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from lerac.data.augment import maybe_table13
-from lerac.data.base import Splits, channel_stats, hold_out
+from lerac.data.base import Splits, channel_stats, hold_out, image_input
 from lerac.data.images import cached_images, check_channels, image_size_of, list_images, read_images
 from lerac.errors import ConfigError, DataNotFoundError
 
@@ -125,7 +125,7 @@ def load_image_folder(
         val=val,
         test=(data["test_x"], data["test_y"]),
         num_classes=len(classes),
-        input_spec={"in_channels": channels, "image_size": size},
+        input_spec=image_input(channels, size),
         mean=mean,
         std=std,
         augment=maybe_table13(augment),

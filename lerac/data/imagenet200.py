@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from lerac.data.augment import maybe_table13
-from lerac.data.base import hold_out
+from lerac.data.base import hold_out, image_input
 from lerac.data.images import list_images
 from lerac.data.streaming import StreamingSplits
 from lerac.errors import DataNotFoundError
@@ -86,7 +86,7 @@ def load_imagenet200(
         val=([train_files[i] for i in val_idx.tolist()], val_y),
         test=(test_files, test_labels),
         num_classes=len(classes),
-        input_spec={"in_channels": 3, "image_size": image_size},
+        input_spec=image_input(3, image_size),
         mean=stat(IMAGENET_MEAN),
         std=stat(IMAGENET_STD),
         augment=maybe_table13(augment),

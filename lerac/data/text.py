@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from lerac.data.base import Splits, hold_out
+from lerac.data.base import Splits, hold_out, text_input
 from lerac.data.tokenize import make_tokenizer, to_tensors, trim_padding
 from lerac.errors import ConfigError, DataNotFoundError
 from lerac.io import cache_key, cached
@@ -103,7 +103,7 @@ def _splits(stored: dict[str, Any]) -> Splits:
         val=(stored["val_inputs"], stored["val_labels"]),
         test=(stored["test_inputs"], stored["test_labels"]),
         num_classes=len(stored["label_names"]),
-        input_spec={"vocab_size": stored["vocab_size"], "max_length": stored["max_length"]},
+        input_spec=text_input(stored["vocab_size"], stored["max_length"]),
         prepare=trim_padding,
         artifacts={**stored["artifacts"], "labels.txt": "\n".join(stored["label_names"]) + "\n"},
     )

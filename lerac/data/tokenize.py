@@ -1,8 +1,8 @@
 """Text to token ids, the way each text model wants it, stored padded and trimmed per batch.
 
-A text model's config carries a ``tokenizer`` block; a text data set reads it through
-``dataset.tokenizer: ${oc.select:model.tokenizer,null}`` (null under an image model, so
-the configs still compose). Two kinds:
+A text model's config carries a ``tokenizer`` block; the entrypoint hands it to the text
+data set (``lerac.train.build_data``), since the model decides how its text is tokenized.
+Two kinds:
 
 - ``kind: pretrained``: the tokenizer saved with a HuggingFace model (``source``: hub id
   or local directory), e.g. BERT's lowercasing WordPiece: ``[CLS] a [SEP] b [SEP]``.

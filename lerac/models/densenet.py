@@ -19,9 +19,7 @@ from torchvision.models import densenet121
 
 
 class DenseNet121(nn.Module):
-    def __init__(
-        self, num_classes: int, in_channels: int = 1, image_size: object = None
-    ) -> None:  # image_size: accepted from the data's input_spec, not needed
+    def __init__(self, num_classes: int, in_channels: int = 1) -> None:
         super().__init__()
         net = densenet121(weights=None, num_classes=num_classes)
         stem = net.features.conv0

@@ -73,13 +73,11 @@ def wrap(model: nn.Module, resize_to: int | None, channels: int) -> HFImageClass
     return (CvtClassifier if is_cvt else HFImageClassifier)(model, resize_to, channels)
 
 
-def cvt13(
-    num_classes: int, in_channels: int = 3, image_size: int = 32, **config: Any
-) -> CvtClassifier:
+def cvt13(num_classes: int, in_channels: int = 3, **config: Any) -> CvtClassifier:
     """CvT-13 from scratch; ``config`` overrides ``CvtConfig`` fields (e.g. in tests)."""
     from transformers import CvtConfig, CvtForImageClassification
 
-    del image_size  # CvT's conv token embeddings take any size
+    # No image_size: CvT's convolutional token embeddings take any size.
     # Plain lists: Hydra hands list options over as ListConfig, which CvtConfig refuses.
     config = {
         key: list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value

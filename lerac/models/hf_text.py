@@ -10,8 +10,6 @@ this model with the paper's BERT settings.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 
 from lerac.errors import ConfigError
@@ -28,7 +26,6 @@ class HFTextClassifier(nn.Module):
             model's embedding table.
         max_length: the longest token sequence the data set stores, checked against the
             model's position embeddings.
-        tokenizer: the ``model.tokenizer`` block, read by the data set; unused here.
     """
 
     def __init__(
@@ -37,7 +34,6 @@ class HFTextClassifier(nn.Module):
         pretrained: str,
         vocab_size: int | None = None,
         max_length: int | None = None,
-        tokenizer: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         from transformers import AutoModelForSequenceClassification

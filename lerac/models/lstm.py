@@ -9,8 +9,6 @@ its own learning rate (a single two-layer ``nn.LSTM`` would be one layer to it).
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
@@ -23,7 +21,6 @@ class LSTMClassifier(nn.Module):
         vocab_size: the data set's word vocabulary (id 0 is padding).
         embedding_dim, hidden_size, num_layers: 128, 256, 2 in the paper.
         fc_size: width of the classifier's hidden layer (not in the paper: the LSTM width).
-        max_length, tokenizer: read by the data set; unused here.
     """
 
     def __init__(
@@ -34,8 +31,6 @@ class LSTMClassifier(nn.Module):
         hidden_size: int = 256,
         num_layers: int = 2,
         fc_size: int = 256,
-        max_length: int | None = None,
-        tokenizer: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
