@@ -23,10 +23,11 @@ test data never influences a choice.
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ from lerac.regimes import Conventional, Regime
 from lerac.schedules import ReduceOnPlateau, Schedule
 from lerac.store import NoStore, layer_rates
 from lerac.tracking import NoLogger
+from lerac.validate import check_values
 
 
 class TrainingDiverged(LeRaCError):
@@ -71,18 +73,23 @@ class TrainerSettings:
     fused_groups: Any = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("max_epochs", "batch_size", "early_stopping_patience"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"trainer.{name} must be positive, got {getattr(self, name)}")
-        for name in ("limit_train_batches", "limit_eval_batches"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"trainer.{name} must be positive or null, got {value}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(
-                f"trainer.device='{self.device}' is not an option: use auto, cpu or cuda"
-            )
+        # The same rules as the whole config's check (lerac.validate.RULES), for callers
+        # that build the settings directly.
+        check_values({f"trainer.{k}": v for k, v in asdict(self).items()}, group="trainer")
         check_settings(self.precision, self.channels_last, self.compile, self.fused_groups)
+
+    @classmethod
+    def from_config(cls, node: Mapping[str, Any]) -> TrainerSettings:
+        """The settings from ``trainer.*``; an unknown key is named with the closest one."""
+        known = [f.name for f in fields(cls)]
+        for key in node:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = (
+                    f"did you mean trainer.{close[0]}?" if close else "known: " + ", ".join(known)
+                )
+                raise ConfigError(f"trainer.{key} is not a trainer setting; {hint}")
+        return cls(**dict(node))
 
 
 @dataclass

@@ -182,12 +182,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train one run described by ``cfg`` into ``run_dir``, resuming from its checkpoint
     when it holds one; return its metrics."""
     validate(cfg)  # one clear error before anything is built or read
+    settings = TrainerSettings.from_config(OmegaConf.to_container(cfg.trainer, resolve=True))
     identity = describe(cfg)
     key = run_key(identity["dataset"], identity["model"], identity["regime"], cfg.seed, cfg.tag)
     previous = completed_run(cfg, run_dir, key)
     if previous is not None:
         return previous
-    settings = TrainerSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
     regime, schedule = build(cfg.regime), build(cfg.schedule)
     store = RunStore(run_dir)
     with RunLock(store.dir), deterministic(settings.deterministic), StopSignals() as stop:

@@ -108,9 +108,12 @@ def _bad(key: str, value: Any, need: str, example: str) -> ConfigError:
     return ConfigError(f"{key}={value!r} is not valid: it must be {need} (e.g. {key}={example})")
 
 
-def check_values(values: dict[str, Any]) -> None:
-    """Type and range of every key a rule covers (``values``: the flattened config)."""
+def check_values(values: dict[str, Any], group: str | None = None) -> None:
+    """Type and range of every key a rule covers (``values``: the flattened config);
+    ``group`` (e.g. "trainer"): only that group's rules."""
     for rule in RULES:
+        if group is not None and not rule.key.startswith(group + "."):
+            continue
         keys = [k for k in values if fnmatch(k, rule.key)] if "*" in rule.key else [rule.key]
         for key in keys:
             if key not in values:

@@ -1,17 +1,20 @@
 """Every config in every group composes, carries an id and a _target_, and builds."""
 
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lerac.errors import LeRaCError
+from lerac.errors import ConfigError, LeRaCError
 from lerac.layers import find_layers
+from lerac.loop import TrainerSettings
 from lerac.models.hub import PretrainedUnavailable
 from lerac.models.resnet import ResNet18
 from lerac.store import run_group
 from lerac.train import CONF_DIR, build, build_data, build_model, named_parameters_of
+from lerac.validate import RULES, flatten
 from tests.conftest import compose_config
 
 GROUPS = ["model", "dataset", "regime", "optimizer", "schedule", "logger", "paths"]
@@ -192,3 +195,23 @@ def test_demo_experiment():
     cfg = compose_config(["experiment=demo"])
     assert cfg.model.width == 16 and cfg.trainer.max_epochs == 20 and cfg.regime.k == 5
     assert compose_config(["experiment=demo", "regime=conventional"]).regime.id == "conventional"
+
+
+def test_every_validation_rule_names_a_key_that_some_config_has():
+    """A rule whose key was renamed away would go silent; each must match a real key."""
+    keys: set[str] = set()
+    for group, option in OPTIONS:
+        keys |= set(flatten(OmegaConf.to_container(compose_config([f"{group}={option}"]))))
+    for rule in RULES:
+        assert any(fnmatch(key, rule.key) for key in keys), rule.key
+
+
+def test_trainer_settings_share_the_config_rules_and_name_unknown_keys():
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs=0 is not valid: it must be a pos"):
+        TrainerSettings(max_epochs=0, batch_size=8)
+    with pytest.raises(ConfigError, match=r"trainer.device='gpu' is not valid"):
+        TrainerSettings(max_epochs=1, batch_size=8, device="gpu")
+    with pytest.raises(ConfigError, match=r"trainer.max_epoch is not .*trainer.max_epochs\?"):
+        TrainerSettings.from_config({"max_epoch": 3, "batch_size": 8})
+    settings = TrainerSettings.from_config(dict(compose_config([]).trainer))
+    assert settings.max_epochs == compose_config([]).trainer.max_epochs
