@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[suite,hf,lightning,timm,dev]"
 	touch $@
 
 # No network in tests: W&B off, the HuggingFace hub and datasets offline.

@@ -28,6 +28,10 @@ from torch.optim.lr_scheduler import LRScheduler
 from lerac.errors import ConfigError
 
 UPDATES = ("exponential", "linear", "step")
+# A param group's layer rank (0 = input): groups sharing one are one layer with one rate.
+RANK = "layer_rank"
+# Settings a saved state must share with the scheduler it is loaded into.
+CHOSEN = ("total_steps", "update", "c", "step_every", "start_lrs")
 
 # The released code caps a rising rate "just above" the base rate; this tolerance keeps
 # 1e-8 * 10**7 == 1e-1 from failing the cap by a rounding error.
@@ -73,26 +77,70 @@ def start_rates(
 
 
 def check_settings(
-    lr_first: float, lr_last: float, update: str = "exponential", c: float = 10.0
+    lr_first: float,
+    lr_last: float,
+    update: str = "exponential",
+    c: float = 10.0,
+    prefix: str = "",
 ) -> None:
-    """Refuse settings the curriculum cannot run, with the fix in the message."""
+    """Refuse settings the curriculum cannot run, with the fix in the message.
+
+    Messages name the Python arguments (``lr_first``); the suite passes ``prefix="regime."``
+    so that they name its config keys (``regime.lr_first``) instead.
+    """
+    p = prefix
     if update not in UPDATES:
-        raise ConfigError(
-            f"regime.update='{update}' is not an option: choose one of {', '.join(UPDATES)}"
-        )
+        choices = ", ".join(UPDATES)
+        raise ConfigError(f"{p}update='{update}' is not an option: choose one of {choices}")
     if c <= 1:
-        raise ConfigError(f"regime.c must be above 1 (got {c}); the paper uses 10")
+        raise ConfigError(f"{p}c must be above 1 (got {c}); the paper uses 10")
     if not (lr_first > 0 and lr_last > 0):
         raise ConfigError(
-            f"LeRaC rates must be positive (got lr_first={lr_first}, lr_last={lr_last}); "
-            "set regime.lr_first and regime.lr_last to values like 1e-1 and 1e-8"
+            f"LeRaC rates must be positive (got {p}lr_first={lr_first}, {p}lr_last={lr_last}); "
+            f"set {p}lr_first and {p}lr_last to values like 1e-1 and 1e-8"
         )
     if lr_last > lr_first:
+        anti = "use regime=anti_lerac" if p else "pass anti=True"
         raise ConfigError(
-            f"regime.lr_last ({lr_last:g}) is above regime.lr_first ({lr_first:g}): the last "
+            f"{p}lr_last ({lr_last:g}) is above {p}lr_first ({lr_first:g}): the last "
             "layer must start lowest; swap the two values (for deeper layers starting "
-            "higher use regime=anti_lerac)"
+            f"higher {anti})"
         )
+
+
+def curriculum_steps(k_epochs: int, batches_per_epoch: int, grad_accumulation: int = 1) -> int:
+    """``total_steps`` for a curriculum of ``k_epochs`` epochs: optimizer steps, not batches.
+
+    With gradient accumulation an epoch of ``batches_per_epoch`` batches makes
+    ceil(batches_per_epoch / grad_accumulation) optimizer steps (as the HF Trainer counts).
+    """
+    for name, value in (
+        ("k_epochs", k_epochs),
+        ("batches_per_epoch", batches_per_epoch),
+        ("grad_accumulation", grad_accumulation),
+    ):
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return k_epochs * math.ceil(batches_per_epoch / grad_accumulation)
+
+
+def layer_positions(groups: list[dict]) -> list[int]:
+    """Each param group's layer position (0 = input), from its ``layer_rank`` key.
+
+    Groups that share a rank are one layer (e.g. the weight-decay and no-decay halves made by
+    :func:`lerac.layers.layer_param_groups`) and get one rate. Without ``layer_rank`` keys
+    every group is its own layer, in the optimizer's order.
+    """
+    ranked = [RANK in g for g in groups]
+    if not any(ranked):
+        return list(range(len(groups)))
+    if not all(ranked):
+        raise ConfigError(
+            f"{ranked.count(False)} of {len(groups)} param groups have no '{RANK}' key: give "
+            "every group its layer's rank (0 = input) or none of them"
+        )
+    order = {rank: i for i, rank in enumerate(sorted({g[RANK] for g in groups}))}
+    return [order[g[RANK]] for g in groups]
 
 
 class LeRaC(LRScheduler):
@@ -101,8 +149,11 @@ class LeRaC(LRScheduler):
     Args:
         optimizer: any optimizer whose param groups are layers in input-to-output order
             (see :func:`lerac.layers.layer_param_groups`). Each group's ``lr`` at
-            construction is the rate it reaches at the end (eta^(k)).
-        total_steps: k, optimizer steps the curriculum lasts (exponential, linear).
+            construction, times its ``lr_scale`` if it has one (timm's layer decay), is the
+            rate it reaches at the end (eta^(k)). Groups with the same ``layer_rank`` key
+            are one layer and start at one rate.
+        total_steps: k, optimizer steps the curriculum lasts (exponential, linear);
+            :func:`curriculum_steps` converts epochs.
         lr_first, lr_last: initial rates of the first and last layer (eta_1^(0), eta_n^(0)).
         c: base of the exponent (the paper fixes c = 10).
         update: ``exponential`` (Eq. 8), ``linear`` (Table 5) or ``step`` (released code).
@@ -111,6 +162,10 @@ class LeRaC(LRScheduler):
         start_lrs: each group's rate at step 0, in place of the rule's own (Eq. 6 or the
             released code's); the controls use it (one shared rate: warmup; LeRaC's rates
             in a shuffled order: lerac_shuffled). The rates still rise by ``update``.
+            One rate per layer (distinct ``layer_rank``), or per group without ranks.
+
+    After the curriculum ``step()`` counts the step and changes no rate, so a scheduler
+    stepped beside it (ReduceLROnPlateau, ExponentialLR, MultiStepLR, ...) keeps its effect.
     """
 
     def __init__(
@@ -127,34 +182,40 @@ class LeRaC(LRScheduler):
         last_epoch: int = -1,
     ) -> None:
         check_settings(lr_first, lr_last, update, c)
-        n = len(optimizer.param_groups)
-        targets = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+        groups = optimizer.param_groups
+        positions = layer_positions(groups)
+        n = max(positions) + 1
+        targets = [g.get("initial_lr", g["lr"]) * g.get("lr_scale", 1.0) for g in groups]
         if start_lrs is None:
-            start = start_rates(n, lr_first, lr_last, c, update, anti)
+            per_layer = start_rates(n, lr_first, lr_last, c, update, anti)
         elif len(start_lrs) == n and all(rate > 0 for rate in start_lrs):
-            start = [float(rate) for rate in start_lrs]
+            per_layer = [float(rate) for rate in start_lrs]
         else:
             raise ConfigError(
-                f"start_lrs needs one positive rate per param group ({n}), got {start_lrs}"
+                f"start_lrs needs one positive rate per param group, or per layer_rank where "
+                f"groups carry one ({n}), got {start_lrs}"
             )
+        start = [per_layer[i] for i in positions]
         if update == "step":
             if not step_every or step_every <= 0:
                 raise ConfigError("the 'step' update needs step_every > 0 (steps per x10 rise)")
             rises = [_rises_below_cap(rate, target) for rate, target in zip(start, targets)]
             total_steps = max(rises) * step_every
         else:
-            if total_steps is None or total_steps <= 0:
+            if total_steps is None or total_steps <= 0 or int(total_steps) != total_steps:
                 raise ConfigError(
-                    f"the curriculum needs at least one step (got total_steps={total_steps}); "
-                    "set regime.k to a positive number of epochs"
+                    f"total_steps must be a positive number of optimizer steps, got "
+                    f"{total_steps!r}; curriculum_steps(k_epochs, batches_per_epoch) gives it "
+                    "from epochs"
                 )
             rises = []
         for rate, target in zip(start, targets):
             if rate > target * (1 + _CAP_TOLERANCE):
                 raise ConfigError(
                     f"a layer would start at {rate:g}, above the base lr {target:g} it should "
-                    "rise to (Eq. 6); lower regime.lr_first or raise optimizer.lr"
+                    "rise to (Eq. 6); lower lr_first or raise the optimizer's lr"
                 )
+        self.targets = targets
         self.start_lrs = start
         self.total_steps = int(total_steps)
         self.c = float(c)
@@ -169,6 +230,29 @@ class LeRaC(LRScheduler):
         """True once every layer is at the rate it ends on (iteration k)."""
         return self.last_epoch >= self.total_steps
 
+    def step(self, epoch: int | None = None) -> None:
+        """Advance one optimizer step; past the curriculum, count it and leave every rate
+        to whatever scheduler acts after it (the last curriculum step still sets eta^(k))."""
+        if epoch is not None or not self.finished:
+            super().step(epoch)
+            return
+        self._step_count += 1
+        self.last_epoch += 1
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a saved schedule; refuse one whose curriculum differs from this one's
+        arguments (a new total_steps would otherwise be replaced without a word)."""
+        for key in CHOSEN:
+            saved, mine = state_dict.get(key, getattr(self, key)), getattr(self, key)
+            if not _same(saved, mine):
+                raise ConfigError(
+                    f"the saved LeRaC state has {key}={saved!r} but this scheduler was built "
+                    f"with {key}={mine!r}: build it with the saved arguments to resume that "
+                    "curriculum, or do not load the state to start a new one"
+                )
+        super().load_state_dict(state_dict)
+
     def get_lr(self) -> list[float]:
         return self.rates_at(self.last_epoch)
 
@@ -181,14 +265,12 @@ class LeRaC(LRScheduler):
                 for start, rises in zip(self.start_lrs, self.max_rises)
             ]
         if step >= self.total_steps:
-            return list(self.base_lrs)
+            return list(self.targets)
         t = max(step, 0) / self.total_steps
         if self.update == "linear":
-            return [s + t * (b - s) for s, b in zip(self.start_lrs, self.base_lrs)]
+            return [s + t * (b - s) for s, b in zip(self.start_lrs, self.targets)]
         log = lambda x: math.log(x, self.c)  # noqa: E731 - Eq. 8 reads in log_c
-        return [
-            s * self.c ** (t * (log(b) - log(s))) for s, b in zip(self.start_lrs, self.base_lrs)
-        ]
+        return [s * self.c ** (t * (log(b) - log(s))) for s, b in zip(self.start_lrs, self.targets)]
 
 
 def _rises_below_cap(rate: float, cap: float) -> int:
@@ -197,3 +279,12 @@ def _rises_below_cap(rate: float, cap: float) -> int:
     while rate * 10.0 ** (rises + 1) <= cap * (1 + _CAP_TOLERANCE):
         rises += 1
     return rises
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, with floats (alone or in lists) compared to a relative 1e-9."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b)
+    return a == b

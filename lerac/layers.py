@@ -114,15 +114,44 @@ def order_of_entry(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     return entered
 
 
+# Modules whose weights get no weight decay (as HF and timm do), besides every bias.
+NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+if hasattr(nn, "RMSNorm"):  # torch >= 2.4
+    NORMS = (*NORMS, nn.RMSNorm)
+
+
+def decays(module: nn.Module, param: nn.Parameter) -> bool:
+    """The usual weight-decay rule: not on biases or other 1-D parameters, not on norms."""
+    return param.ndim > 1 and not isinstance(module, NORMS)
+
+
 def layer_param_groups(
-    model: nn.Module, example_inputs: Any, **group_options: Any
+    model: nn.Module,
+    example_inputs: Any,
+    weight_decay: float | None = None,
+    **group_options: Any,
 ) -> list[dict[str, Any]]:
     """One optimizer param group per layer, input to output, ready for :class:`LeRaC`.
 
-    Each group carries ``name`` (the module's name) beside ``params``; extra keyword
-    arguments (e.g. ``weight_decay``) are copied into every group.
+    Each group carries ``name`` (the module's name) and ``layer_rank`` (0 = input) beside
+    ``params``; extra keyword arguments (e.g. ``momentum``) are copied into every group.
+    With ``weight_decay`` a layer's biases and norm weights go to a second group named
+    ``<name>.no_decay`` with weight decay 0 and the same ``layer_rank``, so both halves
+    start at the layer's one rate. ``example_inputs`` must be on the model's device.
     """
-    return [
-        {"params": list(layer.params), "name": layer.name, **group_options}
-        for layer in find_layers(model, example_inputs)
-    ]
+    modules = dict(model.named_modules())
+    groups = []
+    for rank, layer in enumerate(find_layers(model, example_inputs)):
+        base = {"name": layer.name, "layer_rank": rank, **group_options}
+        if weight_decay is None:
+            groups.append({"params": list(layer.params), **base})
+            continue
+        module = modules["" if layer.name == "<root>" else layer.name]
+        decay = [p for p in layer.params if decays(module, p)]
+        no_decay = [p for p in layer.params if not decays(module, p)]
+        if decay:
+            groups.append({"params": decay, **base, "weight_decay": weight_decay})
+        if no_decay:
+            name = f"{layer.name}.no_decay"
+            groups.append({"params": no_decay, **base, "name": name, "weight_decay": 0.0})
+    return groups

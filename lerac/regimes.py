@@ -96,7 +96,7 @@ class LearningRateCurriculum(Regime):
         anti: bool = False,
         updates_per_epoch: int = 1,
     ) -> None:
-        check_settings(lr_first, lr_last, update, c)  # before any data is read
+        check_settings(lr_first, lr_last, update, c, prefix="regime.")  # before data is read
         if not isinstance(k, int) or k <= 0:
             raise ConfigError(f"regime.k must be a positive number of epochs, got {k!r}")
         if updates_per_epoch <= 0:

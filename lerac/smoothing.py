@@ -145,7 +145,7 @@ def attach_smoothing(model: nn.Module, kernel_size: int) -> list[nn.Module]:
     would shift its negative indices.
     """
     if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ConfigError(f"regime.kernel_size must be a positive odd number, got {kernel_size}")
+        raise ConfigError(f"kernel_size must be a positive odd number, got {kernel_size}")
     param = next(model.parameters(), None)
     device = param.device if param is not None else None
     modules = []

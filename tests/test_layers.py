@@ -101,8 +101,9 @@ def test_any_model_trains_with_lerac_param_groups():
 
     model = TextClassifier()
     batch = {"tokens": torch.randint(0, 20, (4, 6))}
-    groups = layer_param_groups(model, batch, weight_decay=0.0)
+    groups = layer_param_groups(model, batch, eps=1e-7)
     assert [g["name"] for g in groups] == ["embed", "rnn", "out"]
+    assert [g["layer_rank"] for g in groups] == [0, 1, 2] and {g["eps"] for g in groups} == {1e-7}
     opt = torch.optim.AdamW(groups, lr=1e-3)
     sched = LeRaC(opt, total_steps=2, lr_first=1e-3, lr_last=1e-7)
     for _ in range(3):

@@ -1,0 +1,121 @@
+"""Each example under examples/ runs, on tiny models and data the examples make: the plain
+loop and the timm model follow Eq. 8 for k steps; the HF Trainer and Lightning runs resume
+from a checkpoint taken mid-curriculum with the same rates; in Lightning each plateau cut
+after the curriculum holds for its whole epoch."""
+
+import importlib.util
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from lerac import initial_rates
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def eq8(start: float, target: float, step: int, k: int) -> float:
+    """Eq. 8 with c = 10, written as the ratio it reduces to."""
+    return start * (target / start) ** (min(step, k) / k)
+
+
+def test_plain_loop_follows_eq8_then_cosine():
+    plain = example("plain_loop")
+    seen = plain.main(["--epochs", "4", "--k", "2", "--cbs-sigma", "1.0"])
+    model, data = plain.small_cnn(), plain.batches()
+    ranks = [g["layer_rank"] for g in plain.layer_param_groups(model, data[0][0], 5e-4)]
+    start = initial_rates(max(ranks) + 1, 0.1, 1e-6)  # conv, norm, conv, linear
+    k = 2 * len(data)
+    for step in range(k + 1):
+        expected = [eq8(start[rank], 0.1, step, k) for rank in ranks]
+        assert seen[step] == pytest.approx(expected, rel=1e-9), step
+    cosine = [0.05 * (1 + math.cos(math.pi * t / k)) for t in range(k)]
+    assert [rates[0] for rates in seen[k:]] == pytest.approx(cosine, rel=1e-9)
+
+
+@pytest.mark.parametrize("layer_decay", [None, 0.75])
+def test_timm_model_follows_eq8(layer_decay):
+    timm_example = example("timm_model")
+    lr_first = 1e-3 if layer_decay else 0.1
+    lerac, seen = timm_example.train("resnet10t", 2, 3, layer_decay, lr_first)
+    groups = lerac.optimizer.param_groups
+    ranks = sorted({g["layer_rank"] for g in groups})
+    position = [ranks.index(g["layer_rank"]) for g in groups]
+    start = initial_rates(len(ranks), lr_first, 1e-6)
+    targets = [0.1 * g.get("lr_scale", 1.0) for g in groups]
+    # Our groups: every module with parameters; timm's: stem, 4 stages, head.
+    assert len(ranks) > 10 if layer_decay is None else len(ranks) == 6
+    assert (layer_decay is None) == (targets == [0.1] * len(groups))
+    k = lerac.total_steps
+    assert k == 6
+    for step in range(len(seen)):
+        expected = [eq8(start[p], t, step, k) for p, t in zip(position, targets)]
+        assert seen[step] == pytest.approx(expected, rel=1e-9), step
+
+
+def test_hf_trainer_resumes_mid_curriculum_with_the_same_rates(tmp_path):
+    hf = example("hf_trainer")
+    full = hf.main(["--out", str(tmp_path / "full")])
+    assert sorted(full) == list(range(1, 13))  # 3 epochs of 4 steps
+    assert full[4]["lr/classifier"] < full[8]["lr/classifier"] == 1e-3  # k = 8 steps
+    assert full[4]["lr/classifier"] == full[4]["lr/classifier.no_decay"]  # one layer, one rate
+    shutil.copytree(tmp_path / "full" / "checkpoint-4", tmp_path / "resumed" / "checkpoint-4")
+    resumed = hf.main(["--out", str(tmp_path / "resumed"), "--resume"])
+    assert {s: resumed[s] for s in range(5, 13)} == {s: full[s] for s in range(5, 13)}
+
+
+NEVER_CUTS = {"factor": 0.1, "patience": 100}
+
+
+@pytest.fixture(scope="module")
+def lightning_full(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lightning_full")
+    return out, example("lightning_module").fit(str(out), epochs=3, plateau=NEVER_CUTS)
+
+
+def test_lightning_resumes_mid_curriculum_with_the_same_rates(lightning_full, tmp_path):
+    out, full = lightning_full
+    pl = example("lightning_module")
+    resumed = pl.fit(str(tmp_path), epochs=3, resume=str(out / "epoch=0.ckpt"), plateau=NEVER_CUTS)
+    by_step = {step: rates for _epoch, step, rates in full.seen}
+    assert [step for _e, step, _r in resumed.seen] == list(range(5, 15))
+    for _epoch, step, rates in resumed.seen:
+        assert rates == by_step[step], step
+    assert by_step[5][-1] < 0.1 and by_step[10] == [0.1] * len(by_step[10])  # k = 10 steps
+    logged = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "lerac/conv" in logged and "lerac/head.no_decay" in logged  # one curve per group
+
+
+def test_lightning_plateau_cut_lasts_the_whole_epoch(tmp_path):
+    pl = example("lightning_module")
+    # No loss ever counts as an improvement: a cut at the end of every epoch after the first.
+    never_better = {"factor": 0.1, "patience": 0, "threshold": 10.0, "threshold_mode": "abs"}
+    seen = pl.fit(str(tmp_path), epochs=5, plateau=never_better).seen
+    per_epoch: dict[int, list[list[float]]] = {}
+    for epoch, _step, rates in seen:
+        per_epoch.setdefault(epoch, []).append(rates)
+    for epoch, cut in ((2, 1e-2), (3, 1e-3), (4, 1e-4)):  # the curriculum is epochs 0-1
+        assert len(per_epoch[epoch]) == pl.BATCHES
+        for rates in per_epoch[epoch]:
+            assert rates == pytest.approx([cut] * len(rates), rel=1e-9), epoch
+
+
+def test_examples_need_only_their_extra():
+    # The plain loop imports nothing but torch and lerac.
+    source = (EXAMPLES / "plain_loop.py").read_text()
+    imports = {
+        line.split()[1].split(".")[0]
+        for line in source.splitlines()
+        if line.startswith(("import ", "from "))
+    }
+    assert imports <= {"__future__", "argparse", "json", "torch", "lerac"}
+    assert torch.__version__  # the one dependency is there
