@@ -57,6 +57,8 @@ class Report:
             f"{k} {v}" + (f"/{self.expect[k]}" if k in self.expect else "")
             for k, v in self.counts.items()
         ]
+        if not shown and self.expect:
+            shown = ["- (expects " + ", ".join(f"{k} {v}" for k, v in self.expect.items()) + ")"]
         text = ", ".join(shown) or "-"
         return f"{text}; {self.problems[0]}" if self.problems else text
 
