@@ -4,13 +4,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SEEDS := 0,1,2,3,4
 TABLES := 2 3 4 5 9 10 11 12 13
-# make reproduce-table2 DRY=1 (list, count, estimate) | SMOKE=1 (2 batches, 1 epoch, own
-# folder) | BLOCK=<name> (one block of the grid) | ARGS="hydra/launcher=gpus ..." (overrides)
+# make reproduce-table2 DRY=1 (list, count, plan; GPU=h100|h200|a100 for the estimate) |
+# SMOKE=1 (2 batches, 1 epoch, own folder) | BLOCK=<name> (one block of the grid) |
+# ARGS="hydra/launcher=gpus ..." (overrides)
 truthy = $(filter 1 true yes,$(1))
 GRID_FLAGS = $(if $(call truthy,$(DRY)),--dry) $(if $(call truthy,$(SMOKE)),--smoke) \
-	$(if $(BLOCK),--block $(BLOCK))
+	$(if $(BLOCK),--block $(BLOCK)) $(if $(GPU),--gpu $(GPU))
+# make data DATASETS="cifar10 esc50" (default: all that can be downloaded) | CHECK=1
+DATASETS ?= all
 
-.PHONY: install test lint demo bench clean reproduce-controls $(addprefix reproduce-table,$(TABLES))
+.PHONY: install test lint demo bench data clean reproduce-controls $(addprefix reproduce-table,$(TABLES))
 
 install: $(VENV)/.installed
 
@@ -50,6 +53,10 @@ reproduce-controls: install
 # (BENCH_QUICK=1: the quick size, under 10 minutes on 2 CPU cores).
 bench: install
 	$(PY) scripts/bench.py
+
+# The data sets and checkpoints into paths.data_dir (lerac/sources.yaml, docs/data.md).
+data: install
+	$(PY) -m lerac.fetch $(DATASETS) $(if $(call truthy,$(CHECK)),--check)
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache

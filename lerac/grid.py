@@ -234,70 +234,148 @@ def _numbers(node: Any, path: str = "") -> dict[str, float]:
     return {path: float(node)} if isinstance(node, (int, float)) else {}
 
 
-def throughput(benchmark: Path | None = None) -> tuple[float | None, str]:
-    """Training samples per second from the benchmark (``make bench``), and its key.
+# --- the plan: GPU-hours from each model's FLOPs, and the data each block needs ----------
 
-    Takes the first number whose key names a throughput (``samples_per_s``,
-    ``throughput``), preferring a GPU's; None when there is no benchmark."""
+# Peak dense bf16 tensor throughput (NVIDIA's data sheets: H100 SXM and H200 989 TFLOP/s,
+# A100 312 TFLOP/s) and the share of it a training run sustains (assumed: small models at
+# the paper's batch sizes keep a large GPU partly idle; `make bench` on the GPU replaces
+# the assumption with a measurement).
+GPUS = {"h100": 989e12, "h200": 989e12, "a100": 312e12}
+UTILISATION = 0.3
+
+
+def measured_rate(gpu: str, benchmark: Path | None = None) -> tuple[float, str] | None:
+    """Sustained training FLOP/s on ``gpu`` from ``make bench``'s ResNet-18 throughput
+    (samples/s x ResNet-18's training FLOPs per example at the benchmark's size)."""
     benchmark = Path(benchmark or BENCHMARK)
-    if not benchmark.is_file():
-        return (
-            None,
-            f"no {benchmark.relative_to(REPO) if benchmark.is_relative_to(REPO) else benchmark}",
-        )
     try:
-        numbers = _numbers(json.loads(benchmark.read_text()))
-    except ValueError:
-        return None, f"{benchmark} is not valid JSON"
-    found = [
-        (k, v)
-        for k, v in numbers.items()
-        if re.search(r"samples_per_s|throughput", k) and "memory" not in k and v > 0
-    ]
-    if not found:
-        return None, f"no throughput (samples/s) in {benchmark.name}"
-    gpu = [kv for kv in found if re.search(r"cuda|gpu", kv[0], re.I)]
-    key, value = (gpu or found)[0]
-    return value, key
+        report = json.loads(benchmark.read_text())
+    except (OSError, ValueError):
+        return None
+    for device, figures in (report.get("throughput") or {}).items():
+        figure = figures.get("bf16") or figures.get("fp32") or {}
+        if gpu in device.lower().replace(" ", "") and figure.get("samples_per_s"):
+            from lerac.flops import training_flops
+
+            width = (report.get("setup") or {}).get("width", 64)
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = _compose(["model=resnet18", "dataset=cifar10", f"model.width={width}"])
+            rate = figure["samples_per_s"] * training_flops(cfg)
+            return rate, (
+                f"measured {rate / 1e12:.1f} TFLOP/s: ResNet-18 at "
+                f"{figure['samples_per_s']:.0f} samples/s on {device}, {benchmark.name}"
+            )
+    return None
 
 
-def estimate_hours(runs: list[Run], benchmark: Path | None = None) -> tuple[float | None, str]:
-    """GPU-hours for the missing runs: epochs x training examples / measured samples/s.
+def gpu_rate(gpu: str, utilisation: float = UTILISATION, benchmark: Path | None = None):
+    """Sustained FLOP/s assumed (or measured) on ``gpu``, and how it was found."""
+    if gpu not in GPUS:
+        raise ConfigError(f"--gpu {gpu}: choose {', '.join(GPUS)}")
+    measured = measured_rate(gpu, benchmark)
+    if measured:
+        return measured
+    rate = GPUS[gpu] * utilisation
+    return rate, f"{GPUS[gpu] / 1e12:.0f} TFLOP/s bf16 x {utilisation:.0%} assumed"
 
-    An upper bound on epochs (early stopping ends runs sooner) and ResNet-18's
-    throughput for every model (larger models are slower): a rough figure."""
-    rate, source = throughput(benchmark)
-    if rate is None:
-        return None, f"{source}: no measured throughput, run `make bench` for an estimate"
+
+def cell_flops(experiment: Experiment, runs: list[Run], overrides: Sequence[str] = ()):
+    """Training FLOPs per example of each (dataset, model) cell, or why there is none."""
+    from lerac.flops import training_flops
+
+    cells: dict[tuple[str, str], float | str] = {}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for run in runs:
+            cell = (run.dataset, run.model)
+            if cell in cells:
+                continue
+            job = [o for o in run.overrides if not o.startswith("seed=")]
+            try:
+                cfg = _compose([f"experiment={experiment.name}", *job, *overrides])
+                cells[cell] = training_flops(cfg)
+            except (HydraException, OmegaConfBaseException, ConfigError) as err:
+                cells[cell] = str(err).splitlines()[0]
+    return cells
+
+
+def estimate_hours(
+    runs: list[Run], flops: dict[tuple[str, str], float | str], rate: float
+) -> tuple[float | None, int]:
+    """GPU-hours of the missing runs: max epochs x training examples x FLOPs per example
+    over ``rate`` FLOP/s (an upper bound: early stopping ends runs sooner); and how many
+    runs have no estimate."""
     seconds, unknown = 0.0, 0
     for run in runs:
         if run.done:
             continue
-        if run.epochs is None or run.dataset not in TRAIN_EXAMPLES:
+        per_example = flops.get((run.dataset, run.model))
+        if run.epochs is None or run.dataset not in TRAIN_EXAMPLES or isinstance(per_example, str):
             unknown += 1
             continue
-        seconds += run.epochs * TRAIN_EXAMPLES[run.dataset] / rate
-    note = f"from {source} = {rate:.0f} samples/s, max epochs, ResNet-18 speed for all models"
-    if not re.search(r"cuda|gpu", source, re.I):
-        note += "; a CPU figure (no GPU measured yet), so a GPU needs far fewer hours"
-    if unknown:
-        note += f"; {unknown} runs without an estimate"
-    return seconds / 3600, note
+        seconds += run.epochs * TRAIN_EXAMPLES[run.dataset] * per_example / rate
+    return (seconds / 3600 if seconds or not unknown else None), unknown
 
 
-def summary_line(runs: list[Run], hours: float | None) -> str:
+def data_lines(runs: list[Run], data_dir: Path) -> list[str]:
+    """Per block: which data sets and checkpoints are missing, and the command."""
+    from lerac.datacheck import check
+    from lerac.fetch import load_sources
+
+    sources = load_sources()
+    weights = {"cvt13_pretrained": "cvt-13", "bert_large": "bert-large-uncased"}
+    lines, states = [], {}
+    for block in dict.fromkeys(r.block for r in runs):
+        needed = dict.fromkeys(
+            name
+            for r in runs
+            if r.block == block
+            for name in (r.dataset, weights.get(r.model))
+            if name in sources
+        )
+        for name in needed:
+            if name not in states:
+                states[name] = check(name, sources[name], data_dir / sources[name]["target"])
+        absent = [n for n in needed if not states[n].complete]
+        if absent:
+            fetchable = [n for n in absent if sources[n]["kind"] not in ("manual", "imagenet")]
+            how = [f"lerac-fetch {' '.join(fetchable)}"] if fetchable else []
+            how += [sources[n]["how"] for n in absent if n not in fetchable]
+            lines.append(f"data [{block}]: {', '.join(absent)} not complete: {'; '.join(how)}")
+    return lines
+
+
+def summary_line(runs: list[Run], hours: float | None, gpu: str = "", how: str = "") -> str:
     done = sum(r.done for r in runs)
-    estimate = f"~{hours:.1f}" if hours is not None else "~? (no benchmark)"
-    return f"runs: {len(runs)} total, {done} done, {len(runs) - done} to run, {estimate} GPU-hours"
+    estimate = f"~{hours:.1f}" if hours is not None else "~?"
+    where = f" ({gpu}, {how})" if gpu else ""
+    return (
+        f"runs: {len(runs)} total, {done} done, {len(runs) - done} to run, "
+        f"{estimate} GPU-hours{where}"
+    )
 
 
-def list_runs(runs: list[Run], hours: float | None, note: str) -> str:
-    lines = []
-    for run in runs:
-        extra = f"  ({run.note})" if run.note else ""
-        lines.append(f"{run.status:9s} [{run.block}] {run.key}{extra}")
-    lines.append(f"estimate: {note}")
-    lines.append(summary_line(runs, hours))
+def plan(
+    experiment: Experiment,
+    runs: list[Run],
+    overrides: Sequence[str] = (),
+    gpu: str = "h100",
+    utilisation: float = UTILISATION,
+    benchmark: Path | None = None,
+) -> str:
+    """DRY=1: every run with its status, per-cell FLOPs, missing data, GPU-hours."""
+    rate, how = gpu_rate(gpu, utilisation, benchmark)
+    flops = cell_flops(experiment, [r for r in runs if not r.done], overrides)
+    hours, unknown = estimate_hours(runs, flops, rate)
+    lines = [
+        f"{r.status:9s} [{r.block}] {r.key}" + (f"  ({r.note})" if r.note else "") for r in runs
+    ]
+    for (dataset, model), value in flops.items():
+        per = f"{value / 1e9:.2f} GFLOP" if isinstance(value, float) else f"? ({value})"
+        lines.append(f"flops: {model} on {dataset}: {per} per training example (x3 forward)")
+    lines += data_lines(runs, Path(experiment.cfg.paths.data_dir))
+    extra = f"; {unknown} runs without an estimate" if unknown else ""
+    lines.append(f"estimate: max epochs x training examples x FLOPs / {how}{extra}")
+    lines.append(summary_line(runs, hours, gpu, how))
     return "\n".join(lines)
 
 
@@ -331,6 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--block", action="append", help="only these blocks (main, ...)")
     parser.add_argument("--no-report", action="store_true", help="train only")
     parser.add_argument("--report-only", action="store_true", help="write the report only")
+    parser.add_argument("--gpu", default="h100", help=f"DRY estimate on: {', '.join(GPUS)}")
+    parser.add_argument(
+        "--utilisation", type=float, default=UTILISATION, help="of the GPU's peak, assumed"
+    )
     args = parser.parse_intermixed_args(argv)
 
     from lerac.report import write_experiment_report  # matplotlib and scipy: load late
@@ -349,13 +431,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         blocks = args.block or list(experiment.blocks)
         runs = enumerate_runs(experiment, overrides)
+        if args.dry:
+            chosen = [r for r in runs if r.block in blocks]
+            print(plan(experiment, chosen, overrides, args.gpu, args.utilisation))
+            return 0
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.dry:
-        hours, note = estimate_hours([r for r in runs if r.block in blocks])
-        print(list_runs([r for r in runs if r.block in blocks], hours, note))
-        return 0
 
     status = 0
     if not args.report_only:

@@ -44,15 +44,20 @@ def cifar_batch(rng, n: int, classes: int, label_key: str) -> dict:
     }
 
 
+def write_cifar10(folder: Path, rng, per_batch: int, test: int) -> Path:
+    """CIFAR-10's cifar-10-batches-py: five training batches and the test batch."""
+    for i in range(1, 6):
+        write_pickle(folder / f"data_batch_{i}", cifar_batch(rng, per_batch, 10, "labels"))
+    write_pickle(folder / "test_batch", cifar_batch(rng, test, 10, "labels"))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory) -> Path:
     """A data_dir holding CIFAR-10 (5 x 20 train, 30 test) and CIFAR-100 (100 train, 30 test)."""
     root = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
-    c10 = root / "cifar-10-batches-py"
-    for i in range(1, 6):
-        write_pickle(c10 / f"data_batch_{i}", cifar_batch(rng, 20, 10, "labels"))
-    write_pickle(c10 / "test_batch", cifar_batch(rng, 30, 10, "labels"))
+    c10 = write_cifar10(root / "cifar-10-batches-py", rng, 20, 30)
     write_pickle(c10 / "batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
     c100 = root / "cifar-100-python"
     write_pickle(c100 / "train", cifar_batch(rng, 100, 100, "fine_labels"))

@@ -9,6 +9,7 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 
 from lerac import grid
+from lerac.flops import training_flops
 from lerac.launch import gpu_for_job
 from tests.conftest import compose_config
 
@@ -110,13 +111,23 @@ def test_dry_lists_counts_and_estimates(mini, tmp_path, capsys, monkeypatch):
     done = root / "out" / "digits_resnet18_lerac_seed1"
     done.mkdir(parents=True)
     (done / "metrics.json").write_text('{"status": "completed", "test_acc": 1.0}')
+    per_example = training_flops(
+        compose_config(["dataset=digits", "model=resnet18", "model.width=4"])
+    )
 
     monkeypatch.setattr(grid, "BENCHMARK", tmp_path / "none.json")  # no benchmark measured
-    assert grid.main(["mini", "--dry", *search]) == 0
+    assert grid.main(["mini", "--dry", "--gpu", "a100", *search]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == "runs: 5 total, 1 done, 4 to run, ~? (no benchmark) GPU-hours"
+    # 4 missing runs x 2 epochs x 1,437 digits training examples, at 30% of 312 TFLOP/s.
+    hours = 4 * 2 * 1437 * per_example / (312e12 * 0.3) / 3600
+    assert lines[-1] == (
+        f"runs: 5 total, 1 done, 4 to run, ~{hours:.1f} GPU-hours "
+        "(a100, 312 TFLOP/s bf16 x 30% assumed)"
+    )
     assert (
-        "no measured throughput" in lines[-2]
+        f"flops: resnet18 on digits: {per_example / 1e9:.2f} GFLOP per training example "
+        "(x3 forward)"
+        in lines
         and "completed [main] digits_resnet18_lerac_seed1" in lines
         and "missing   [tagged] digits_resnet18_lerac_k1_seed2" in lines
     )
@@ -129,13 +140,56 @@ def test_dry_lists_counts_and_estimates(mini, tmp_path, capsys, monkeypatch):
         experiment.cfg.trainer.max_epochs == 1 and experiment.cfg.trainer.limit_train_batches == 2
     )
 
+    # `make bench` on the GPU replaces the assumption: ResNet-18 (width 4, 32 px) at 1,437
+    # samples/s is the sustained FLOP/s every model gets.
     bench = tmp_path / "benchmark.json"
-    bench.write_text(json.dumps({"throughput": {"cuda": {"resnet18_samples_per_s": 1437.0}}}))
+    device = "cuda:0 (NVIDIA H100 80GB HBM3)"
+    figures = {device: {"bf16": {"samples_per_s": 1437.0}}}
+    bench.write_text(json.dumps({"setup": {"width": 4}, "throughput": figures}))
     monkeypatch.setattr(grid, "BENCHMARK", bench)
-    assert grid.main(["mini", "--dry", "--block", "main", *search]) == 0
-    # 3 missing runs x 2 epochs x 1,437 digits training examples / 1,437 samples/s = 6 s.
+    assert grid.main(["mini", "--dry", "--block", "main", "--gpu", "h100", *search]) == 0
+    rate = 1437 * training_flops(
+        compose_config(["dataset=cifar10", "model=resnet18", "model.width=4"])
+    )
+    hours = 3 * 2 * 1437 * per_example / rate / 3600
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == f"runs: 4 total, 1 done, 3 to run, ~{6 / 3600:.1f} GPU-hours"
+    assert last.startswith(f"runs: 4 total, 1 done, 3 to run, ~{hours:.1f} GPU-hours (h100, ")
+    assert f"measured {rate / 1e12:.1f} TFLOP/s: ResNet-18 at 1437 samples/s on {device}" in last
+    assert grid.main(["mini", "--dry", "--gpu", "tpu", *search]) == 2
+
+
+def test_flops_grow_with_the_model_and_the_input():
+    def per_example(model, dataset):
+        return training_flops(compose_config([f"model={model}", f"dataset={dataset}"]))
+
+    resnet18 = per_example("resnet18", "cifar10")
+    # ResNet-18's CIFAR variant: 0.56 G multiply-adds a forward pass, 2 FLOPs each, x3.
+    assert resnet18 == pytest.approx(3 * 2 * 0.556e9, rel=0.02)
+    assert per_example("wide_resnet50", "cifar10") > 5 * resnet18
+    assert per_example("resnet18", "imagenet200") > 3 * resnet18  # 224 px against 32 px
+    assert per_example("cvt13_pretrained", "cifar10") > 40 * per_example("cvt13", "cifar10")
+    # BERT-large at 512 tokens: ~335M weights in matmuls, 2 FLOPs each a token, x3.
+    assert per_example("bert_large", "rte") == pytest.approx(3 * 2 * 0.31e9 * 512, rel=0.15)
+
+
+def test_table2_plan_sums_each_cells_flops(tmp_path):
+    out = [f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+    experiment = grid.load_experiment("table2", out)
+    experiment.blocks = {"pretrained": experiment.blocks["pretrained"]}  # 45 runs, 3 cells
+    runs = grid.enumerate_runs(experiment, out)
+    flops = grid.cell_flops(experiment, runs, out)
+    datasets = ("cifar10", "cifar100", "tiny_imagenet")
+    assert sorted(flops) == [(d, "cvt13_pretrained") for d in datasets]
+    rate, how = grid.gpu_rate("h200", 0.3, tmp_path / "none.json")
+    assert rate == 989e12 * 0.3 and how == "989 TFLOP/s bf16 x 30% assumed"
+    hours, unknown = grid.estimate_hours(runs, flops, rate)
+    expected = sum(25 * grid.TRAIN_EXAMPLES[r.dataset] * flops[(r.dataset, r.model)] for r in runs)
+    assert unknown == 0 and len(runs) == 45 and hours == pytest.approx(expected / rate / 3600)
+    lines = grid.data_lines(runs, tmp_path / "data")
+    assert lines == [
+        "data [pretrained]: cifar10, cvt-13, cifar100, tiny_imagenet not complete: "
+        "lerac-fetch cifar10 cvt-13 cifar100 tiny_imagenet"
+    ]
 
 
 def test_unknown_experiment_or_block_is_one_clear_error(mini, capsys):

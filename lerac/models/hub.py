@@ -28,6 +28,8 @@ def from_pretrained(cls: Any, source: str, what: str = "weights", **kwargs: Any)
     """
     source = str(source)
     local = Path(source).expanduser()
+    if not local.is_dir() and looks_like_hub_id(source) and fetched_copy(source).is_dir():
+        local = fetched_copy(source)  # `lerac-fetch` put the hub id's files there
     if local.is_dir():
         try:
             return cls.from_pretrained(str(local), local_files_only=True, **kwargs)
@@ -62,6 +64,12 @@ def from_pretrained(cls: Any, source: str, what: str = "weights", **kwargs: Any)
         f"{source.split('/')[-1]}`), copy that folder here and set "
         f"model.pretrained=weights/{source.split('/')[-1]}"
     )
+
+
+def fetched_copy(source: str) -> Path:
+    """Where ``lerac-fetch`` puts a hub id's files: ``<data>/weights/<name>``, with
+    ``<data>`` the data folder (env LERAC_DATA_DIR, default ``data``, as paths.data_dir)."""
+    return Path(os.environ.get("LERAC_DATA_DIR") or "data") / "weights" / source.split("/")[-1]
 
 
 def hub_offline() -> bool:
