@@ -247,10 +247,10 @@ def test_hub_datasets_from_local_copies(archives, tmp_path, capsys):
     written = sorted(p.name for p in (data / "rte").iterdir())
     assert written == ["train.parquet", "validation.parquet"]
     # The text loader reads them: its validation split is the official one.
-    from lerac.train import build
+    from lerac.train import build_data
 
     cfg = compose_config(["dataset=boolq", "model=lstm", f"paths.data_dir={data}"])
-    splits = build(cfg.dataset)
+    splits = build_data(cfg)
     assert len(splits.test[1]) == N_DEV and len(splits.train[1]) + len(splits.val[1]) == N_TRAIN
     capsys.readouterr()
     assert run(data, sources, "--check", "boolq", "rte") == 0
