@@ -382,9 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("experiment", help="conf/experiment/<name>.yaml, e.g. table2")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     parser.add_argument("--dry", action="store_true", help="list the runs; train nothing")
-    parser.add_argument(
-        "--smoke", action="store_true", help="2 batches, 2 epochs, k=1, own dir"
-    )
+    parser.add_argument("--smoke", action="store_true", help="2 batches, 2 epochs, k=1, own dir")
     parser.add_argument("--block", action="append", help="only these blocks (main, ...)")
     parser.add_argument("--no-report", action="store_true", help="train only")
     parser.add_argument("--report-only", action="store_true", help="write the report only")
