@@ -160,3 +160,10 @@ def test_usr1_requeues_the_job_and_the_run_resumes(experiment, monkeypatch, capf
     resumed, uninterrupted = metrics(run_dir), metrics(reference / LERAC)
     assert (resumed["resumed_from_epoch"], uninterrupted["resumed_from_epoch"]) == (1, 0)
     assert resumed["test_acc"] == uninterrupted["test_acc"] and resumed["epochs"] == 6
+
+
+def test_the_cpu_slurm_preset_asks_for_no_gpu():
+    cfg = compose_config(["experiment=demo", "hydra/launcher=slurm_cpu"], hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node is None
+    assert (launcher.cpus_per_task, launcher.mem_gb, launcher.signal_delay_s) == (1, 2, 120)
