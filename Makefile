@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SEEDS := 0,1,2,3,4
 TABLES := 2 3 4 5 9 10 11 12 13
 # make reproduce-table2 DRY=1 (list, count, plan; GPU=h100|h200|a100 for the estimate) |
-# SMOKE=1 (2 batches, 1 epoch, own folder) | BLOCK=<name> (one block of the grid) |
+# SMOKE=1 (2 batches, 2 epochs, k=1, own folder) | BLOCK=<name> (one block of the grid) |
 # ARGS="hydra/launcher=gpus ..." (overrides)
 truthy = $(filter 1 true yes,$(1))
 GRID_FLAGS = $(if $(call truthy,$(DRY)),--dry) $(if $(call truthy,$(SMOKE)),--smoke) \
@@ -13,7 +13,8 @@ GRID_FLAGS = $(if $(call truthy,$(DRY)),--dry) $(if $(call truthy,$(SMOKE)),--sm
 # make data DATASETS="cifar10 esc50" (default: all that can be downloaded) | CHECK=1
 DATASETS ?= all
 
-.PHONY: install test lint demo bench data clean reproduce-controls $(addprefix reproduce-table,$(TABLES))
+.PHONY: install test test-cluster lint docs demo bench data clean reproduce-controls \
+	$(addprefix reproduce-table,$(TABLES))
 
 install: $(VENV)/.installed
 
@@ -27,9 +28,24 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	WANDB_MODE=disabled HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
+# The grid on a real one-node SLURM (slurmctld + slurmd + munge on this machine, installed
+# with apt when missing, needs root): a digits grid as a job array, one job requeued by
+# USR1 mid-run and resumed, a rerun that submits nothing (tests/test_cluster.py; figures
+# in outputs/test_cluster.json). Stops only the daemons it started.
+SLURM_DIR ?= /tmp/lerac-slurm
+test-cluster: install
+	LERAC_SLURM_DIR=$(SLURM_DIR) scripts/slurm_up.sh
+	status=0; SLURM_CONF=$(SLURM_DIR)/slurm.conf WANDB_MODE=disabled HF_HUB_OFFLINE=1 \
+		HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -s -m slurm tests/test_cluster.py || status=$$?; \
+		LERAC_SLURM_DIR=$(SLURM_DIR) scripts/slurm_down.sh; exit $$status
+
 lint: install
-	$(VENV)/bin/ruff check lerac tests scripts
-	$(VENV)/bin/ruff format --check lerac tests scripts
+	$(VENV)/bin/ruff check lerac tests scripts examples
+	$(VENV)/bin/ruff format --check lerac tests scripts examples
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link fails.
+docs: install
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 # Conventional vs LeRaC on digits, 5 seeds each, then accuracy mean ± std per regime
 # and a plot of validation accuracy per epoch (outputs/demo/val_accuracy.png).

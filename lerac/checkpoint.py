@@ -13,10 +13,14 @@ with ``trainer.deterministic=true``).
 before a preemption or a time limit) into a request the loop honours at the next step
 boundary: the run stops with the last epoch's checkpoint (at most one epoch is redone on
 resume; an exact mid-epoch checkpoint would need the loader's position inside an epoch).
+Then the launcher's own handler runs: under submitit, USR1 and USR2 requeue the job,
+which resumes (the log says ``resuming after epoch N``, metrics.json
+``resumed_from_epoch``).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import signal
 import threading
@@ -30,6 +34,7 @@ from lerac.errors import LeRaCError
 from lerac.io import load_torch, remove_temporaries, save_torch
 
 CHECKPOINT = "checkpoint.pt"
+log = logging.getLogger("lerac")
 VERSION = 1
 
 
@@ -70,6 +75,7 @@ class Checkpoint(NoCheckpoint):
                 f"{self.path} is a checkpoint of format {state.get('version')}, this suite "
                 f"reads {VERSION}; delete it or run again with overwrite=true"
             )
+        log.info("%s: resuming after epoch %d", self.path.parent.name, state["progress"]["epoch"])
         return state
 
     def prune(self) -> None:
@@ -106,6 +112,9 @@ class NoStop:
         return ""
 
 
+PREEMPT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # SLURM's pre-timeout/preemption signals
+
+
 class StopSignals(NoStop):
     """While active, SIGTERM/SIGUSR1/SIGUSR2 set :attr:`requested` instead of killing.
 
@@ -136,9 +145,21 @@ class StopSignals(NoStop):
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        handler = self.requeue_handler()
+        if handler is not None:
+            handler(self.received, None)
+
+    def requeue_handler(self) -> Any:
+        """The previous Python handler to call once the run has stopped: the received
+        signal's own, and for USR1 or USR2 without one the other's. submitit requeues on
+        USR2 (``--signal=USR2@signal_delay_s``), a cluster or a user may send USR1: both
+        requeue the job. SIGTERM (``scancel``) only stops it."""
         previous = self._previous.get(self.received)
-        if callable(previous):
-            previous(self.received, None)
+        if not callable(previous) and self.received in PREEMPT_SIGNALS:
+            previous = next(
+                (h for s in PREEMPT_SIGNALS if callable(h := self._previous.get(s))), None
+            )
+        return previous if callable(previous) else None
 
     def name(self) -> str:
         return signal.Signals(self.received).name if self.received else ""

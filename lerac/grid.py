@@ -2,7 +2,8 @@
 
     python -m lerac.grid table2            # run every missing run, then the report
     python -m lerac.grid table2 --dry      # list the runs and a GPU-hours estimate
-    python -m lerac.grid table2 --smoke    # every run, 2 batches and 1 epoch, own folder
+    python -m lerac.grid table2 --smoke    # every run, 2 batches, 2 epochs (k=1), own folder
+    python -m lerac.grid demo hydra/launcher=submitit_local   # any Hydra launcher
     python -m lerac.grid controls --block digits trainer.device=cpu   # one block only
 
 An experiment (conf/experiment/<name>.yaml) declares its grid with Hydra's sweeper params
@@ -13,9 +14,10 @@ under ``grid.blocks``. A block lists only what differs from the main params (Hyd
 command-line sweeps replace the file's params key by key) and runs as one more multirun
 of the same experiment. The table is the union of the main block and its blocks.
 
-Skipping completed runs happens in ``lerac.train`` (a run whose metrics.json says
-completed is not trained again), so running a table again after a crash or a preemption
-trains only what is missing.
+The grid sends only the runs whose metrics.json does not say completed to the launcher
+(``hydra/launcher=...``, one multirun for every selected block), so running a table
+again after a crash or a preemption costs nothing for the finished runs; an unfinished
+run resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,8 +46,16 @@ from lerac.train import CONF_DIR  # also registers the run_key resolver
 REPO = CONF_DIR.parent
 BENCHMARK = REPO / "results" / "benchmark.json"
 MAIN = "main"
-# Overrides SMOKE=1 adds: the whole grid at two batches per epoch and one epoch.
-SMOKE = ["trainer.limit_train_batches=2", "trainer.limit_eval_batches=2", "trainer.max_epochs=1"]
+# Overrides SMOKE=1 adds: the whole grid at two batches per epoch and two epochs, with a
+# curriculum of one epoch (regime.k must stay below trainer.max_epochs), so every regime
+# runs its curriculum and what comes after it.
+SMOKE_K = "1"
+SMOKE = [
+    "trainer.limit_train_batches=2",
+    "trainer.limit_eval_batches=2",
+    "trainer.max_epochs=2",
+    f"model.table1.lerac_k={SMOKE_K}",
+]
 # Training examples per epoch (official training split, before the 10% validation split),
 # for the GPU-hours estimate only. Sources: paper section 4.1 and each data set's official release.
 TRAIN_EXAMPLES = {
@@ -379,25 +388,71 @@ def plan(
     return "\n".join(lines)
 
 
-def launch(experiment: Experiment, block: str, overrides: Sequence[str]) -> int:
-    """One Hydra multirun of one block; returns its exit status."""
-    params = experiment.blocks[block]
-    main = experiment.blocks[MAIN]
-    # The main params come from the file; a block passes what differs as CLI sweeps.
-    diff = [f"{k}={v}" for k, v in params.items() if main.get(k) != v or k not in main]
-    command = [
-        sys.executable,
-        "-m",
-        "lerac.train",
-        "-m",
-        f"experiment={experiment.name}",
-        *diff,
-        *overrides,
-    ]
-    print("+", " ".join(command), flush=True)
-    # The same lerac package as this process, wherever the command is started.
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    return subprocess.call(command, env={**os.environ, "PYTHONPATH": path})
+def submit(experiment: Experiment, runs: list[Run], overrides: Sequence[str]) -> int:
+    """Send exactly ``runs`` to the configured Hydra launcher (basic, joblib ``gpus``,
+    submitit local or SLURM) as one multirun, completed runs left out; 1 if any failed.
+
+    The launcher receives the jobs a sweep would make (the experiment, the cell, the extra
+    overrides) and ``lerac.train.job`` as the task, which pickles by name."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+    from hydra.core.utils import JobStatus
+    from hydra.types import HydraContext, RunMode
+
+    from lerac.train import job
+
+    if not runs:
+        return 0
+    # A job started elsewhere (submitit, joblib) imports this process's lerac package.
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), path) if p)
+    name = f"experiment={experiment.name}"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra = GlobalHydra.instance().hydra
+        cfg = hydra.compose_config(
+            "train", [name, *overrides], run_mode=RunMode.MULTIRUN, with_log_configuration=True
+        )
+        extra = list(cfg.hydra.overrides.task)[1:]  # the task overrides after experiment=
+        context = HydraContext(config_loader=hydra.config_loader, callbacks=_callbacks(cfg))
+        launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=context, task_function=job, config=cfg
+        )
+        print(f"submitting {len(runs)} runs to {cfg.hydra.launcher._target_}", flush=True)
+        try:
+            results = launcher.launch([[name, *r.overrides, *extra] for r in runs], 0)
+        except Exception as err:  # a job that died (killed, out of memory) stops the wait
+            print(f"error: the launcher stopped: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
+    failed = [(r, res) for r, res in zip(runs, results) if res.status != JobStatus.COMPLETED]
+    for run, res in failed:
+        error = res._return_value
+        print(f"failed: {run.key}: {type(error).__name__}: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _callbacks(cfg: DictConfig) -> Any:
+    from hydra._internal.callbacks import Callbacks
+
+    return Callbacks(cfg)
+
+
+def smoke(experiment: Experiment) -> Experiment:
+    """SMOKE for every regime: a block's own curriculum length becomes the SMOKE one
+    (k = 1 of 2 epochs), so each cell runs its curriculum to the end in seconds."""
+    for params in experiment.blocks.values():
+        if "regime.k" in params:
+            params["regime.k"] = SMOKE_K
+    return experiment
+
+
+def resumed(runs: list[Run]) -> list[str]:
+    """``<key> resumed after epoch N`` for each run that continued from a checkpoint."""
+    lines = []
+    for run in runs:
+        epoch = (_read(run.run_dir) or {}).get("resumed_from_epoch") or 0
+        if run.done and epoch:
+            lines.append(f"{run.key} resumed after epoch {epoch}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -405,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("experiment", help="conf/experiment/<name>.yaml, e.g. table2")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     parser.add_argument("--dry", action="store_true", help="list the runs; train nothing")
-    parser.add_argument("--smoke", action="store_true", help="2 batches, 1 epoch, own folder")
+    parser.add_argument("--smoke", action="store_true", help="2 batches, 2 epochs, k=1, own dir")
     parser.add_argument("--block", action="append", help="only these blocks (main, ...)")
     parser.add_argument("--no-report", action="store_true", help="train only")
     parser.add_argument("--report-only", action="store_true", help="write the report only")
@@ -422,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         experiment = load_experiment(args.experiment, overrides)
         if args.smoke:
             overrides += [*SMOKE, f"paths.output_dir={experiment.output_dir}_smoke"]
-            experiment = load_experiment(args.experiment, overrides)
+            experiment = smoke(load_experiment(args.experiment, overrides))
         unknown = set(args.block or []) - set(experiment.blocks)
         if unknown:
             raise ConfigError(
@@ -441,12 +496,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     status = 0
     if not args.report_only:
-        for block in blocks:
-            if all(r.done for r in runs if r.block == block):
-                print(f"block {block}: every run is completed; skipped", flush=True)
-                continue
-            status = launch(experiment, block, overrides) or status
+        todo = [r for r in runs if r.block in blocks and not r.done]
+        print(f"runs: {len(todo)} to run, {sum(r.done for r in runs)} completed (not sent)")
+        status = submit(experiment, todo, overrides)
         runs = enumerate_runs(experiment, overrides)
+        for line in resumed(runs):
+            print(line)
     if not args.no_report:
         for path in write_experiment_report(experiment, runs, smoke=args.smoke):
             print(path)

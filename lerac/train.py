@@ -303,8 +303,11 @@ def completed_metrics(result: FitResult, splits: Any) -> dict[str, Any]:
 _failed_runs: list[str] = []
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def _hydra_main(cfg: DictConfig) -> None:
+def job(cfg: DictConfig) -> None:
+    """One run as a Hydra launcher calls it (``lerac-train``, a multirun, ``lerac.grid``).
+
+    A module-level function of an imported module: a launcher that pickles its task
+    (submitit) sends a reference to ``lerac.train.job``, never the function's globals."""
     try:
         train(cfg, HydraConfig.get().runtime.output_dir)
     except LeRaCError as err:
@@ -321,6 +324,11 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(EXIT_INTERRUPTED)
 
 
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    job(cfg)
+
+
 def main() -> None:
     _failed_runs.clear()  # main() may be called more than once in a process (tests)
     _hydra_main()
@@ -329,4 +337,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m lerac.train` runs this file as __main__, whose functions a pickling
+    # launcher would send by value (with torch modules that cannot be pickled): train
+    # through the imported module instead, so every task is lerac.train.job by name.
+    from lerac.train import main as imported_main
+
+    imported_main()

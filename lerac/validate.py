@@ -158,7 +158,7 @@ def check_modality(cfg: DictConfig) -> None:
         raise ConfigError(
             f"model={cfg.model.id} takes {' or '.join(takes)} data but dataset={cfg.dataset.id} "
             f"is {kind} data; pick a {' or '.join(takes)} data set or a model for {kind} data "
-            "(the README lists both)"
+            "(docs/training.md lists both)"
         )
 
 

@@ -1,5 +1,5 @@
-"""The grid: a miniature experiment through a real Hydra multirun, its report, a rerun
-that trains only what is missing, a run that fails without harming the others, the
+"""The grid: a miniature experiment through a real Hydra launcher, its report, a rerun
+that sends only what is missing, a run that fails without harming the others, the
 DRY=1 listing, and the launcher presets."""
 
 import json
@@ -91,7 +91,7 @@ def test_a_table_runs_reports_and_resumes(mini, quiet_env, capfd):
     assert figures == {"mini_val_accuracy.png", "mini_figure1.png", "mini_figure2.png"}
 
     # Started again: the failed run and an interrupted one (no metrics.json) are trained,
-    # the finished ones are skipped and left as they were.
+    # the finished ones are not even sent to the launcher and are left as they were.
     (out / broken / "history.csv").rmdir()
     (out / good[2] / "metrics.json").unlink()
     for k in good[:2]:  # a marker that a retrained run's fresh metrics.json would not carry
@@ -99,7 +99,8 @@ def test_a_table_runs_reports_and_resumes(mini, quiet_env, capfd):
         (out / k / "metrics.json").write_text(json.dumps({**metrics, "marker": k}))
     assert grid.main(["mini", "--block", "main", *search]) == 0
     printed = capfd.readouterr()
-    assert (printed.out + printed.err).count("skipped (overwrite=true retrains)") == 2
+    assert "runs: 2 to run, 2 completed (not sent)\nsubmitting 2 runs" in printed.out
+    assert "Launching 2 jobs" in printed.err + printed.out
     for k in good[:2]:
         assert json.loads((out / k / "metrics.json").read_text())["marker"] == k
     for key in (broken, good[2]):
@@ -137,7 +138,7 @@ def test_dry_lists_counts_and_estimates(mini, tmp_path, capsys, monkeypatch):
     assert "runs: 5 total, 0 done, 5 to run" in capsys.readouterr().out
     experiment = grid.load_experiment("mini", [*search, *grid.SMOKE])
     assert (
-        experiment.cfg.trainer.max_epochs == 1 and experiment.cfg.trainer.limit_train_batches == 2
+        experiment.cfg.trainer.max_epochs == 2 and experiment.cfg.trainer.limit_train_batches == 2
     )
 
     # `make bench` on the GPU replaces the assumption: ResNet-18 (width 4, 32 px) at 1,437
