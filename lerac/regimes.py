@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 from lerac.curriculum import LeRaC, check_settings, start_rates
 from lerac.errors import ConfigError
 from lerac.layers import Layer
-from lerac.smoothing import SmoothingCurriculum
+from lerac.smoothing import DEFAULT_KERNEL_SIZE, SmoothingCurriculum
 
 
 class Regime:
@@ -173,11 +173,16 @@ class CurriculumBySmoothing(Smoothed, Regime):
 
     Args:
         sigma, decay, decay_every: sigma_0, d and u of Table 1.
-        kernel_size: odd taps per axis; None sizes the kernel from sigma_0.
+        kernel_size: odd taps per axis (3, the released CBS code's); None sizes the kernel
+            from sigma_0.
     """
 
     def __init__(
-        self, sigma: float, decay: float, decay_every: int, kernel_size: int | None = None
+        self,
+        sigma: float,
+        decay: float,
+        decay_every: int,
+        kernel_size: int | None = DEFAULT_KERNEL_SIZE,
     ) -> None:
         self.smoothing = SmoothingCurriculum(sigma, decay, decay_every, kernel_size)
 
@@ -192,7 +197,7 @@ class SmoothedLearningRateCurriculum(Smoothed, LearningRateCurriculum):
         sigma: float,
         decay: float,
         decay_every: int,
-        kernel_size: int | None = None,
+        kernel_size: int | None = DEFAULT_KERNEL_SIZE,
         **lerac: Any,
     ) -> None:
         super().__init__(**lerac)
