@@ -365,12 +365,12 @@ def _scope(cfg: DictConfig, recipe: Recipe, proto: Protocol) -> None:
 
 
 def _after(cfg: DictConfig, recipe: Recipe, proto: Protocol) -> None:
-    epochs = max(1, round(recipe.epochs * proto.time_scale))
+    epochs = max(1, int(recipe.epochs * proto.time_scale + 0.5))  # half up
     cfg.trainer.max_epochs = epochs
     cfg.trainer.early_stopping_patience = epochs  # never reached: no early stopping
     if recipe.schedule == "multistep":
         node = _schedule_node("multistep")
-        node.milestones = [max(1, round(m * proto.time_scale)) for m in recipe.milestones]
+        node.milestones = [max(1, int(m * proto.time_scale + 0.5)) for m in recipe.milestones]
         node.above = recipe.above
         cfg.schedule = node
     elif recipe.schedule == "constant":
