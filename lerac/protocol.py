@@ -241,8 +241,11 @@ RECIPES[("wide_resnet50", "imagenet200")] = Recipe(
     weight_decay=1e-4,  # build_optimizer_resnet
     notes=("the released ImageNet loader augments (random resized crop, flip, jitter)",),
 )
-# The released CBS code (pairlab/CBS, solver_base.py): SGD weight decay 5e-4.
+# The released CBS code (pairlab/CBS, solver_base.py): SGD weight decay 5e-4; solver_cbs.py:
+# every rate /10 at the start of epoch_count 30, 60, 90 (0-based; decay_epoch 30, stop 91),
+# i.e. epochs 31, 61, 91 counted from 1.
 CBS_WEIGHT_DECAY = 5e-4
+CBS_MILESTONES = (31, 61, 91)
 
 
 @dataclass(frozen=True)
@@ -368,10 +371,13 @@ def _after(cfg: DictConfig, recipe: Recipe, proto: Protocol) -> None:
     epochs = max(1, int(recipe.epochs * proto.time_scale + 0.5))  # half up
     cfg.trainer.max_epochs = epochs
     cfg.trainer.early_stopping_patience = epochs  # never reached: no early stopping
+    milestones, above = recipe.milestones, recipe.above
+    if cfg.regime.id == "cbs":
+        milestones, above = CBS_MILESTONES, 0.0
     if recipe.schedule == "multistep":
         node = _schedule_node("multistep")
-        node.milestones = [max(1, int(m * proto.time_scale + 0.5)) for m in recipe.milestones]
-        node.above = recipe.above
+        node.milestones = [max(1, int(m * proto.time_scale + 0.5)) for m in milestones]
+        node.above = above
         cfg.schedule = node
     elif recipe.schedule == "constant":
         cfg.schedule = OmegaConf.create({"id": "constant", "_target_": "lerac.schedules.Schedule"})

@@ -310,3 +310,80 @@ def test_full_train_split_without_test_selection_is_one_error_line(
     assert lines[-1].startswith("error: protocol.train_split=released")
     with pytest.raises(ConfigError, match="protocol.selection=released"):
         apply_protocol(compose_config(args))
+
+
+def test_each_protocol_option_is_the_paper_with_its_key_switched():
+    paper = OmegaConf.to_container(compose_config(["protocol=paper"]).protocol)
+    released = OmegaConf.to_container(compose_config(["protocol=released"]).protocol)
+    assert all(paper[k] == "paper" and released[k] == "released" for k in KEYS)
+    for key in KEYS:
+        option = OmegaConf.to_container(compose_config([f"protocol={key}"]).protocol)
+        changed = {k for k in KEYS if option[k] != paper[k]}
+        # All of train leaves nothing to select on but test: the two go together.
+        assert changed == ({key, "selection"} if key == "train_split" else {key}), key
+        assert option["id"] == key
+
+
+def test_cbs_under_the_released_protocol_takes_the_cbs_code_schedule_and_decay():
+    cfg = apply_protocol(
+        compose_config(["regime=cbs", "dataset=cifar10", "protocol=after_curriculum"])
+    )
+    assert list(cfg.schedule.milestones) == [31, 61, 91] and cfg.schedule.above == 0.0
+    cfg = apply_protocol(compose_config(["regime=cbs", "dataset=cifar10", "protocol=weight_decay"]))
+    assert cfg.optimizer.weight_decay == 5e-4
+    cfg = apply_protocol(
+        compose_config(["regime=lerac", "dataset=cifar10", "protocol=weight_decay"])
+    )
+    assert cfg.optimizer.weight_decay == 1e-4
+
+
+def test_time_scale_shortens_epochs_and_milestones_half_up():
+    cfg = apply_protocol(
+        compose_config(["dataset=cifar10", "protocol=after_curriculum", "protocol.time_scale=0.1"])
+    )
+    assert cfg.trainer.max_epochs == 20 and list(cfg.schedule.milestones) == [4, 7, 10]
+
+
+def test_bad_protocol_values_are_refused():
+    with pytest.raises(ConfigError, match="protocol.rates='yes' is not an option"):
+        apply_protocol(compose_config(["protocol.rates=yes"]))
+    with pytest.raises(ConfigError, match="protocol.recipe='resnet18/mnist' is not a recipe"):
+        apply_protocol(compose_config(["protocol=rates", "protocol.recipe=resnet18/mnist"]))
+    with pytest.raises(ConfigError, match="schedule.milestones"):
+        MultiStep([0, 5])
+
+
+def test_reports_mark_runs_selected_on_test(cifar_root, tmp_path):
+    from lerac.report import format_table, scan_runs, summarize
+
+    base = RUN + ["dataset=cifar10", f"paths.data_dir={cifar_root}"]
+    train(compose_config(base + ["tag=paper"]), tmp_path / "paper")
+    with pytest.warns(ProtocolWarning):
+        train(compose_config(base + ["protocol=selection", "tag=selection"]), tmp_path / "sel")
+    rows = {r["tag"]: r for r in summarize(scan_runs(tmp_path)[0])}
+    assert rows["paper"]["selected_on"] == "val" and rows["selection"]["selected_on"] == "test"
+    table = format_table(list(rows.values()))
+    assert "lerac [selection] (selected on test)" in table
+    assert "lerac [paper] (selected" not in table
+
+
+def test_protocol_summary_shifts_and_margin_by_hand():
+    from lerac.protocol_report import summary_rows
+
+    def run(tag, regime, seed, acc):
+        return dict(dataset="digits", tag=tag, regime=regime, seed=seed, test_acc=acc)
+
+    runs = [
+        run("paper", "conventional", 0, 90.0), run("paper", "conventional", 1, 92.0),
+        run("paper", "lerac", 0, 91.0), run("paper", "lerac", 1, 95.0),
+        run("rates", "conventional", 0, 90.0), run("rates", "conventional", 1, 92.0),
+        run("rates", "lerac", 0, 93.0), run("rates", "lerac", 1, 94.0),
+    ]  # fmt: skip
+    paper, rates = summary_rows(runs, ["paper", "rates"])
+    assert paper["margin_mean"] == pytest.approx(2.0)  # (1 + 3) / 2
+    assert rates["lerac_mean"] == pytest.approx(93.5) and rates["lerac_shift"] == pytest.approx(0.5)
+    assert rates["conventional_shift"] == pytest.approx(0.0)
+    assert rates["margin_mean"] == pytest.approx(2.5) and rates["margin_std"] == pytest.approx(
+        0.7071, abs=1e-4
+    )
+    assert rates["seeds"] == 2 and rates["selected_on"] == "val"
