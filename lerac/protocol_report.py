@@ -77,6 +77,7 @@ def summary_rows(runs: list[dict[str, Any]], protocols: Sequence[str]) -> list[d
 def _f(value: float | None, sign: bool = False) -> str:
     if value is None:
         return "–"
+    value = round(value, 2) + 0.0  # no "-0.00"
     return f"{value:+.2f}" if sign else f"{value:.2f}"
 
 
@@ -128,10 +129,11 @@ def write_summary(block: str, out: Path, overrides: Sequence[str] = ()) -> list[
         if metrics and metrics.get("status") == "completed":
             found.append(metrics)
     rows = summary_rows(found, protocols)
+    extra = "".join(f" {o}" for o in overrides)
     source = (
         f"Block `{block}` of experiment=protocol: {len(found)} of {len(runs)} runs completed "
         f"(under `{experiment.output_dir}`). Command: `python -m lerac.grid protocol "
-        f"--block {block}` then `python -m lerac.protocol_report --block {block}`."
+        f"--block {block}{extra}` then `python -m lerac.protocol_report --block {block}{extra}`."
     )
     md, table = out.with_suffix(".md"), out.with_suffix(".csv")
     title = experiment.grid.get("title") or "protocol"
