@@ -387,3 +387,36 @@ def test_protocol_summary_shifts_and_margin_by_hand():
         0.7071, abs=1e-4
     )
     assert rates["seeds"] == 2 and rates["selected_on"] == "val"
+
+
+def test_rate_units_alone_gives_the_paper_curriculum_one_rate_per_block():
+    from lerac.curriculum import initial_rates
+
+    cfg = apply_protocol(compose_config(["protocol=rate_units", "dataset=cifar10"]))
+    assert cfg.regime._target_ == "lerac.regimes.LearningRateCurriculum"
+    regime, _, optimizer, names = started(cfg, steps_per_epoch=2)
+    assert names == UNITS  # 10 units, Eq. 6 spread over them from 1e-1 to 1e-8
+    rates = [g["lr"] for g in optimizer.param_groups]
+    assert rates == pytest.approx(initial_rates(10, 1e-1, 1e-8), rel=1e-9)
+
+
+def test_init_key_scales_images_to_minus_one_one_and_uses_the_released_init(cifar_root):
+    from lerac.protocol import prepare_model, prepare_splits
+
+    cfg = apply_protocol(
+        compose_config(["protocol=init", "dataset=cifar10", f"paths.data_dir={cifar_root}"])
+    )
+    splits = prepare_splits(build(cfg.dataset), cfg)
+    assert torch.equal(splits.mean, torch.full((1, 3, 1, 1), 127.5))
+    assert torch.equal(splits.std, torch.full((1, 3, 1, 1), 127.5))
+    batch = next(iter(splits.loaders(8, "cpu")[0]))[0]
+    assert batch.min() >= -1 and batch.max() <= 1 and batch.min() < -0.9 and batch.max() > 0.9
+    torch.manual_seed(0)
+    model = prepare_model(ResNet18(num_classes=10, width=64), cfg)
+    assert torch.equal(model.fc.bias, torch.zeros(10))
+    assert model.fc.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    # 64 -> 128 channels: fan_in 64 * 3 * 3 (released), not fan_out 128 * 3 * 3 (paper's).
+    conv = model.layer2[0].conv1.weight
+    assert conv.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
+    paper = compose_config(["dataset=cifar10", f"paths.data_dir={cifar_root}"])
+    assert not torch.equal(prepare_splits(build(paper.dataset), paper).mean, splits.mean)
