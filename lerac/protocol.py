@@ -353,7 +353,7 @@ def _rates(cfg: DictConfig, recipe: Recipe, proto: Protocol) -> None:
         node.id = regime.id
         node.units = "block" if proto.released("rate_units") else "module"
         cfg.regime = node
-    elif "lr_first" in regime and regime._target_ != "lerac.released.StepCurriculum":
+    elif ("lr_first" in regime or "lr_start" in regime) and "released" not in regime._target_:
         _note(f"regime={regime.id} keeps its own rates (protocol.rates acts on regime=lerac)")
 
 
