@@ -14,7 +14,7 @@ GRID_FLAGS = $(if $(call truthy,$(DRY)),--dry) $(if $(call truthy,$(SMOKE)),--sm
 DATASETS ?= all
 
 .PHONY: install test test-cluster lint docs demo bench data clean reproduce-controls \
-	$(addprefix reproduce-table,$(TABLES))
+	reproduce-protocol $(addprefix reproduce-table,$(TABLES))
 
 install: $(VENV)/.installed
 
@@ -64,6 +64,12 @@ $(addprefix reproduce-table,$(TABLES)): reproduce-table%: install
 # Controls the paper does not run (warmup, shuffled layer order): results/controls.md.
 reproduce-controls: install
 	$(PY) -m lerac.grid controls $(GRID_FLAGS) $(ARGS)
+
+# The paper's protocol against the released code's, each difference alone (docs/fidelity.md):
+# results/protocol.md (BLOCK=digits: the CPU block, results/protocol_digits.md).
+reproduce-protocol: install
+	$(PY) -m lerac.grid protocol $(GRID_FLAGS) $(ARGS)
+	$(if $(call truthy,$(DRY)),,$(PY) -m lerac.protocol_report --block $(or $(BLOCK),main) $(ARGS))
 
 # Step-time ratios, loader speedup, throughput against the goals -> results/benchmark.json
 # (BENCH_QUICK=1: the quick size, under 10 minutes on 2 CPU cores).

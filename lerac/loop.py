@@ -292,7 +292,7 @@ class Trainer:
                 f"no training batch: {splits.sizes()['train']} training examples at "
                 f"trainer.batch_size={s.batch_size}"
             )
-        layers = find_layers(model, next(iter(val_loader))[0])
+        layers = self.regime.units(find_layers(model, next(iter(val_loader))[0]), model)
         model = self.accel.prepare(model)
         optimizer = self.accel.prepare_optimizer(make_optimizer(self.regime.param_groups(layers)))
         self.regime.start(optimizer, len(train_loader))

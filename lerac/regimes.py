@@ -3,6 +3,8 @@
 The loop (lerac/loop.py) calls a regime at fixed points:
   prepare(model)                once, on the device, before layers are found and a
                                 checkpoint is loaded (CBS attaches its kernels here)
+  units(layers, model)          which layers share a rate (lerac/units.py; default: each
+                                layer its own); layers.csv has one row per unit
   param_groups(layers)          how the optimizer groups parameters
   start(optimizer, steps)       once, before the first step
   on_epoch_start(epoch, model)  at the start of every epoch, counted from 0 (CBS changes
@@ -28,12 +30,16 @@ from torch.optim import Optimizer
 from lerac.curriculum import LeRaC, check_settings, start_rates
 from lerac.errors import ConfigError
 from lerac.layers import Layer
-from lerac.smoothing import SmoothingCurriculum
+from lerac.smoothing import DEFAULT_KERNEL_SIZE, SmoothingCurriculum
+from lerac.units import rate_units
 
 
 class Regime:
     """The hooks the loop calls, with plain training as the default behaviour: one param
     group at the base rate and no curriculum."""
+
+    def units(self, layers: list[Layer], model: nn.Module) -> list[Layer]:
+        return layers
 
     def param_groups(self, layers: list[Layer]) -> list[dict[str, Any]]:
         return [{"params": [p for layer in layers for p in layer.params], "name": "all"}]
@@ -84,6 +90,8 @@ class LearningRateCurriculum(Regime):
         anti: deeper layers start higher (anti-LeRaC, Table 11).
         updates_per_epoch: x10 rises per epoch for the ``step`` update (released code: 1,
             optionally 2 or 4).
+        units: ``module`` (one rate per module owning parameters) or ``block`` (one per
+            residual block / transformer layer, as the released code; lerac/units.py).
     """
 
     def __init__(
@@ -95,8 +103,10 @@ class LearningRateCurriculum(Regime):
         update: str = "exponential",
         anti: bool = False,
         updates_per_epoch: int = 1,
+        units: str = "module",
     ) -> None:
         check_settings(lr_first, lr_last, update, c, prefix="regime.")  # before data is read
+        rate_units(nn.Sequential(), [], units)  # refuses an unknown kind now
         if not isinstance(k, int) or k <= 0:
             raise ConfigError(f"regime.k must be a positive number of epochs, got {k!r}")
         if updates_per_epoch <= 0:
@@ -104,6 +114,10 @@ class LearningRateCurriculum(Regime):
         self.k, self.lr_first, self.lr_last, self.c = k, lr_first, lr_last, c
         self.update, self.anti, self.updates_per_epoch = update, anti, updates_per_epoch
         self.scheduler: LeRaC | None = None
+        self.unit_kind = units
+
+    def units(self, layers: list[Layer], model: nn.Module) -> list[Layer]:
+        return rate_units(model, layers, self.unit_kind)
 
     def param_groups(self, layers: list[Layer]) -> list[dict[str, Any]]:
         return [{"params": list(layer.params), "name": layer.name} for layer in layers]
@@ -173,11 +187,16 @@ class CurriculumBySmoothing(Smoothed, Regime):
 
     Args:
         sigma, decay, decay_every: sigma_0, d and u of Table 1.
-        kernel_size: odd taps per axis; None sizes the kernel from sigma_0.
+        kernel_size: odd taps per axis (3, the released CBS code's); None sizes the kernel
+            from sigma_0.
     """
 
     def __init__(
-        self, sigma: float, decay: float, decay_every: int, kernel_size: int | None = None
+        self,
+        sigma: float,
+        decay: float,
+        decay_every: int,
+        kernel_size: int | None = DEFAULT_KERNEL_SIZE,
     ) -> None:
         self.smoothing = SmoothingCurriculum(sigma, decay, decay_every, kernel_size)
 
@@ -192,7 +211,7 @@ class SmoothedLearningRateCurriculum(Smoothed, LearningRateCurriculum):
         sigma: float,
         decay: float,
         decay_every: int,
-        kernel_size: int | None = None,
+        kernel_size: int | None = DEFAULT_KERNEL_SIZE,
         **lerac: Any,
     ) -> None:
         super().__init__(**lerac)

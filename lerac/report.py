@@ -62,16 +62,41 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "test_acc_mean": _mean(accs),
                 "test_acc_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
                 "val_acc_mean": _mean([float(r["val_acc"]) for r in done]),
+                "selected_on": selection_of(done),
             }
         )
     return rows
+
+
+def selection_of(runs: list[dict[str, Any]]) -> str:
+    """Where the runs chose their epoch: ``val``, ``test`` (protocol.selection=released)
+    or ``val+test`` when they differ. Runs from before the key selected on validation."""
+    return "+".join(sorted({str(r.get("selected_on", "val")) for r in runs})) or "val"
+
+
+def _on_test(row: dict[str, Any]) -> str:
+    on = row.get("selected_on") or "val"
+    return "" if on == "val" else f" (selected on {on})"
+
+
+def mark_selection(rows: list[dict[str, Any]], found: list[dict[str, Any]]) -> None:
+    """Give every row of :func:`build_table` the ``selected_on`` of its completed runs."""
+    runs: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for run in found:
+        if run.get("status") == "completed":
+            key = (run.get("model"), run.get("dataset"), run.get("regime"))
+            runs[(*key, cell_tag(run.get("tag")))].append(run)
+    for row in rows:
+        row["selected_on"] = selection_of(
+            runs.get((row["model"], row["dataset"], row["regime"], row["tag"]), [])
+        )
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     header = ["dataset", "model", "regime", "runs", "test accuracy (%)", "val accuracy (%)"]
     lines = [header]
     for r in rows:
-        regime = r["regime"] + (f" [{r['tag']}]" if r["tag"] else "")
+        regime = r["regime"] + (f" [{r['tag']}]" if r["tag"] else "") + _on_test(r)
         failed = f" ({r['failed']} failed)" if r["failed"] else ""
         lines.append(
             [
@@ -348,13 +373,13 @@ CSV_FIELDS = [
     "model", "dataset", "regime", "tag", "paper_row", "ours_mean", "ours_std", "seeds_done",
     "seeds_expected", "failed", "paper_mean", "paper_std", "diff", "reference", "diff_reference",
     "paper_beats_reference", "ours_beats_reference", "agrees", "paired_t_p", "mcnemar_p",
-    "mcnemar_significant",
+    "mcnemar_significant", "selected_on",
 ]  # fmt: skip
 
 
 def markdown_cells(r: dict[str, Any], has_paper: bool) -> list[Any]:
     """One table row as the Markdown table shows it."""
-    regime = r["regime"] + (f" [{r['tag']}]" if r["tag"] else "")
+    regime = r["regime"] + (f" [{r['tag']}]" if r["tag"] else "") + _on_test(r)
     ours = _fmt(r["ours_mean"], r["ours_std"]) or "missing"
     seeds = f"{r['seeds_done']}/{r['seeds_expected']}" + (
         f" ({r['failed']} failed)" if r["failed"] else ""
@@ -399,7 +424,8 @@ def format_markdown(
         lines.append("| " + " | ".join(str(c) for c in markdown_cells(r, has_paper)) + " |")
     lines += [
         "",
-        f"Accuracy in %, test set, the epoch chosen on validation accuracy; std = sample std "
+        f"Accuracy in %, test set, the epoch chosen on validation accuracy (rows marked "
+        f"'selected on test' chose it on the test set, as the released code); std = sample std "
         f"(ddof 1) over the completed seeds. Tests against `{reference}` pair runs by seed "
         f"(ESC-50: by fold): paired t-test on accuracies; exact McNemar test "
         f"(scipy.stats.binomtest on the discordant test predictions), threshold "
@@ -419,7 +445,7 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
         writer = csv.DictWriter(f, CSV_FIELDS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_FIELDS})
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_FIELDS})
 
 
 def write_experiment_report(experiment: Any, runs: list[Any], smoke: bool = False) -> list[Path]:
@@ -441,6 +467,7 @@ def write_experiment_report(experiment: Any, runs: list[Any], smoke: bool = Fals
     keys = {r.key for r in runs}
     problems = [p for p in problems if Path(p[0]).name in keys]
     rows = build_table(paper, runs, found, reference)
+    mark_selection(rows, found)
     missing = [f"{r.key} ({r.status}{': ' + r.note if r.note else ''})" for r in runs if not r.done]
     done = len(runs) - len(missing)
     source = (

@@ -1,6 +1,7 @@
 """Curriculum by Smoothing (Sinha et al. 2020): Gaussian blur of activations that fades.
 
-sigma(e) = sigma_0 * d ** floor(e / u) for epoch e counted from 0 (REFERENCE.md section 3).
+sigma(e) = sigma_0 * d ** floor(e / u) for epoch e counted from 0, as the released CBS code
+does it (pairlab/CBS, resnet.py ``get_new_kernels``: sigma x d at the start of epochs u, 2u, ...).
 
 Where: a model with a method ``cbs_sites() -> [(module, layout), ...]`` has the OUTPUT of
 each listed module smoothed, by its layout:
@@ -25,11 +26,15 @@ has attached to). The blur is depthwise, zero padded like the released code, all
 channels in one call; kernels up to 7 taps run as one 2D pass, larger ones as two 1D
 passes (the 2D Gaussian is separable): see SEPARABLE_ABOVE.
 
-Kernel size: fixed by ``kernel_size`` or, by default, from the starting sigma:
-max(3, 2 * ceil(2 * sigma_0) + 1), i.e. +-2 sigma_0. Sigma only decays (d <= 1), so
-that size is the largest ever needed; later, smaller sigmas keep the size, their outer
-taps just fall towards 0, and the kernel is renormalised to sum 1 over its taps. As sigma
-goes to 0 the kernel becomes a unit impulse: the identity.
+Kernel size: ``kernel_size`` taps per axis, 3 by default as in the released CBS code
+(pairlab/CBS, arguments.py: ``--kernel_size`` default 3; utils.py builds the full 2D
+kernel). ``kernel_size=None`` sizes it from the starting sigma instead:
+max(3, 2 * ceil(2 * sigma_0) + 1), i.e. +-2 sigma_0: 5 taps at sigma_0 = 1, whose 1D
+variance is 0.92 px^2 against 0.55 for 3 taps (the truncated kernel blurs less than its
+sigma says); the gap closes as sigma decays. Sigma only decays (d <= 1), so the
+size chosen at the start is kept; later, smaller sigmas keep the size, their outer taps
+just fall towards 0, and the kernel is renormalised to sum 1 over its taps (the released
+code renormalises too). As sigma goes to 0 the kernel becomes a unit impulse: the identity.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ from torch.nn import functional as F
 from lerac.errors import ConfigError
 
 LAYOUTS = ("nchw", "nhwc", "nlc")
+# Taps per axis when none is given: the released CBS code's default (pairlab/CBS,
+# arguments.py, ``--kernel_size``).
+DEFAULT_KERNEL_SIZE = 3
 # Names of what a site module gains: two buffers (in its state_dict) and a plain attribute.
 KERNEL, SIGMA, LAYOUT = "cbs_kernel", "cbs_sigma", "cbs_layout"
 
@@ -181,11 +189,16 @@ class SmoothingCurriculum:
         sigma: sigma_0, the starting std of the Gaussian in activation pixels/tokens.
         decay: d, the factor applied every ``decay_every`` epochs (0 < d <= 1).
         decay_every: u, epochs between two decays.
-        kernel_size: odd taps per axis; None: max(3, 2 * ceil(2 * sigma_0) + 1).
+        kernel_size: odd taps per axis (3, the released code's default); None sizes it
+            from sigma_0: max(3, 2 * ceil(2 * sigma_0) + 1).
     """
 
     def __init__(
-        self, sigma: float, decay: float, decay_every: int, kernel_size: int | None = None
+        self,
+        sigma: float,
+        decay: float,
+        decay_every: int,
+        kernel_size: int | None = DEFAULT_KERNEL_SIZE,
     ) -> None:
         if not sigma > 0:
             raise ConfigError(f"regime.sigma must be positive, got {sigma}")

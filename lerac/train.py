@@ -36,6 +36,7 @@ from lerac.checkpoint import Checkpoint, StopSignals
 from lerac.errors import ConfigError, CorruptDataError, LeRaCError, RunInterrupted
 from lerac.launch import gpu_for_job  # noqa: F401 - registers ${lerac_gpu:...} in job processes
 from lerac.loop import FitResult, Trainer, TrainerSettings
+from lerac.protocol import apply_protocol, prepare_model, prepare_splits, selected_on
 from lerac.store import CONFIG, ERROR_LOG, RunLock, RunStore, read_metrics, run_group, run_key
 from lerac.tracking import NoLogger
 from lerac.validate import flatten, validate
@@ -181,6 +182,7 @@ def read_data(cfg: DictConfig, store: RunStore) -> Any:
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train one run described by ``cfg`` into ``run_dir``, resuming from its checkpoint
     when it holds one; return its metrics."""
+    cfg = apply_protocol(cfg)  # conf/protocol: the released code's values where asked
     validate(cfg)  # one clear error before anything is built or read
     settings = TrainerSettings.from_config(OmegaConf.to_container(cfg.trainer, resolve=True))
     identity = describe(cfg)
@@ -193,6 +195,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     with RunLock(store.dir), deterministic(settings.deterministic), StopSignals() as stop:
         checkpoint = open_run(cfg, store)
         metrics: dict[str, Any] = {**identity, "key": key, "status": "running"}
+        metrics["selected_on"] = selected_on(cfg)  # "test" only under protocol.selection
         store.write_metrics(metrics)  # a killed run is listed, not invisible
         logger: NoLogger = build(cfg.logger)
         try:
@@ -258,8 +261,8 @@ def build_and_fit(
     """Data, model and optimizer from the config; trained by ``trainer``."""
     store = trainer.store
     seed_everything(cfg.seed)
-    splits = read_data(cfg, store)
-    model = build_model(cfg.model, splits.num_classes, splits.input_spec)
+    splits = prepare_splits(read_data(cfg, store), cfg)
+    model = prepare_model(build_model(cfg.model, splits.num_classes, splits.input_spec), cfg)
     make_optimizer = build(cfg.optimizer, _partial_=True)
     group = run_group(identity["dataset"], identity["model"], identity["regime"], cfg.tag)
     trainer.logger.start(OmegaConf.to_container(cfg, resolve=True), str(store.dir), key, group)

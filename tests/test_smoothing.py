@@ -27,7 +27,7 @@ from lerac.smoothing import (
     smooth,
     smoothed_modules,
 )
-from lerac.train import train
+from lerac.train import build, train
 from tests.conftest import TINY, compose_config
 
 
@@ -85,10 +85,30 @@ def test_kernel_sums_to_one_and_matches_the_gaussian(sigma, size):
     assert nchw(impulse).sum().item() == pytest.approx(2.0, abs=1e-5)  # mass kept, per channel
 
 
-def test_kernel_size_follows_sigma():
+def test_kernel_size_is_three_taps_by_default_and_sized_from_sigma_on_request():
+    # The released CBS code's --kernel_size default is 3 (pairlab/CBS, arguments.py).
+    assert SmoothingCurriculum(1.0, 0.9, 5).kernel_size == 3
+    assert SmoothingCurriculum(1.0, 0.9, 5, kernel_size=None).kernel_size == 5
     assert [auto_kernel_size(s) for s in (0.1, 0.5, 0.8, 1.0, 1.5, 2.0)] == [3, 3, 5, 5, 7, 9]
-    assert SmoothingCurriculum(1.0, 0.9, 5).kernel_size == 5
-    assert SmoothingCurriculum(1.0, 0.9, 5, kernel_size=3).kernel_size == 3
+
+
+@pytest.mark.parametrize("regime", ["cbs", "cbs_lerac"])
+def test_composed_cbs_regimes_blur_with_three_taps_by_hand(regime):
+    # sigma_0 = 1 (Table 1, ResNet-18): taps exp(-1/2), 1, exp(-1/2), normalised.
+    built = build(compose_config(TINY + [f"regime={regime}"]).regime)
+    model = ResNet18(10, width=4)
+    built.prepare(model)
+    side = math.exp(-0.5)
+    by_hand = torch.tensor([side, 1.0, side]) / (1 + 2 * side)
+    kernels = [getattr(m, smoothing.KERNEL) for m in smoothed_modules(model)]
+    assert len(kernels) == 17  # the stem and the 16 block convs
+    for kernel in kernels:
+        assert torch.allclose(kernel, by_hand, atol=1e-7)
+    # The sigma-sized kernel stays an option: 5 taps at sigma_0 = 1.
+    sized = build(compose_config(TINY + [f"regime={regime}", "regime.kernel_size=null"]).regime)
+    other = ResNet18(10, width=4)
+    sized.prepare(other)
+    assert {getattr(m, smoothing.KERNEL).numel() for m in smoothed_modules(other)} == {5}
 
 
 @pytest.mark.parametrize(
@@ -139,7 +159,7 @@ def test_bad_settings_name_the_key():
 
 def test_sigma_follows_the_schedule_with_odd_decay_and_step():
     model = ResNet18(num_classes=3, in_channels=1, image_size=8, width=4)
-    regime = CurriculumBySmoothing(sigma=1.3, decay=0.7, decay_every=3)
+    regime = CurriculumBySmoothing(sigma=1.3, decay=0.7, decay_every=3, kernel_size=None)
     by_hand = [1.3, 1.3, 1.3, 0.91, 0.91, 0.91, 0.637, 0.637, 0.637, 0.4459]
     regime.on_epoch_start(0, model)
     sites = smoothed_modules(model)
@@ -170,7 +190,7 @@ def test_sigma_survives_a_save_and_load_of_the_model_state():
     assert len(smoothed_modules(clone)) == 17
     for b in smoothed_modules(clone):
         assert float(b.cbs_sigma) == pytest.approx(0.8**3)
-        assert torch.allclose(b.cbs_kernel, gaussian_kernel1d(0.8**3, 5))
+        assert torch.allclose(b.cbs_kernel, gaussian_kernel1d(0.8**3, 3))  # the default 3 taps
     x = torch.randn(2, 1, 8, 8)
     model.eval(), clone.eval()
     assert torch.allclose(model(x), clone(x))
