@@ -10,6 +10,7 @@ from importlib.metadata import PathDistribution, distribution
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, ReduceLROnPlateau
@@ -78,18 +79,50 @@ def test_metadata_requires_torch_and_numpy_only(tmp_path):
         assert base_requirements(installed.requires) == CORE
 
 
-def test_import_lerac_loads_no_suite_package():
-    script = (
-        "import json, sys\n"
-        "import lerac, lerac.curriculum, lerac.layers, lerac.smoothing\n"
-        "from lerac import LeRaC, layer_param_groups, attach_smoothing, set_sigma\n"
-        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+def run_python(*lines: str) -> subprocess.CompletedProcess:
+    """``lines`` of Python in a fresh interpreter (a clean sys.modules), from the repo root."""
+    return subprocess.run(
+        [sys.executable, "-c", "\n".join(lines)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    run = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+
+
+def test_import_lerac_loads_no_suite_package():
+    run = run_python(
+        "import json, sys",
+        "import lerac, lerac.curriculum, lerac.layers, lerac.smoothing",
+        "from lerac import LeRaC, layer_param_groups, attach_smoothing, set_sigma",
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))",
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout) == []
+
+
+@pytest.mark.parametrize("command", ["train", "grid", "report", "plots", "fetch"])
+def test_a_command_on_the_core_install_names_the_missing_extra(command):
+    """Each console script with the suite's packages absent (as on ``pip install lerac``):
+    one error line naming the extra, exit 2, no traceback."""
+    absent = ("hydra", "omegaconf", "yaml", "matplotlib", "tqdm")
+    run = run_python(
+        "import sys",
+        f"sys.modules.update(dict.fromkeys({absent!r}))  # None: imported as if not installed",
+        "from lerac import cli",
+        f"sys.exit(cli.{command}())",
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: lerac-{command} needs the suite")
+    assert "pip install 'lerac[suite]'" in lines[0]
+
+
+def test_the_console_scripts_go_through_the_guard():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {
+        f"lerac-{c}": f"lerac.cli:{c}" for c in ("train", "report", "plots", "grid", "fetch")
+    }
 
 
 def layered(n: int = 3, lr: float = 0.1) -> tuple[nn.Module, torch.optim.Optimizer]:
