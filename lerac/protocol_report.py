@@ -14,8 +14,6 @@ per-seed LeRaC - conventional difference, with a paired t-test
 from __future__ import annotations
 
 import argparse
-import csv
-import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -23,8 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from lerac.errors import ConfigError
-from lerac.io import atomic_open, write_text
-from lerac.report import REPO, paired_ttest, selection_of
+from lerac.io import write_text
+from lerac.report import (
+    REPO,
+    markdown_table,
+    mean_std,
+    paired_ttest,
+    selection_of,
+    write_table,
+)
 from lerac.store import read_metrics
 
 REGIMES = ("conventional", "lerac")
@@ -34,12 +39,6 @@ FIELDS = [
     "lerac_mean", "lerac_std", "lerac_shift",
     "margin_mean", "margin_std", "margin_t_p",
 ]  # fmt: skip
-
-
-def _stats(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summary_rows(runs: list[dict[str, Any]], protocols: Sequence[str]) -> list[dict[str, Any]]:
@@ -56,8 +55,8 @@ def summary_rows(runs: list[dict[str, Any]], protocols: Sequence[str]) -> list[d
             row: dict[str, Any] = {"dataset": dataset, "protocol": protocol}
             row["selected_on"] = selection_of(chosen[(dataset, protocol)])
             for regime in REGIMES:
-                mean, std = _stats(list(acc[(dataset, protocol, regime)].values()))
-                base, _ = _stats(list(acc[(dataset, "paper", regime)].values()))
+                mean, std = mean_std(list(acc[(dataset, protocol, regime)].values()))
+                base, _ = mean_std(list(acc[(dataset, "paper", regime)].values()))
                 row[f"{regime}_mean"], row[f"{regime}_std"] = mean, std
                 shift = None if mean is None or base is None else mean - base
                 row[f"{regime}_shift"] = shift
@@ -68,7 +67,7 @@ def summary_rows(runs: list[dict[str, Any]], protocols: Sequence[str]) -> list[d
             seeds = sorted(conv.keys() & lerac.keys())
             diffs = [lerac[s] - conv[s] for s in seeds]
             row["seeds"] = len(seeds)
-            row["margin_mean"], row["margin_std"] = _stats(diffs)
+            row["margin_mean"], row["margin_std"] = mean_std(diffs)
             row["margin_t_p"] = paired_ttest([lerac[s] for s in seeds], [conv[s] for s in seeds])
             rows.append(row)
     return rows
@@ -86,8 +85,7 @@ def format_summary(rows: list[dict[str, Any]], title: str, source: str) -> str:
         "data set", "protocol", "selected on", "seeds", "conventional", "shift",
         "LeRaC", "shift", "LeRaC − conventional", "paired t p",
     ]  # fmt: skip
-    lines = [f"# {title}", "", source, "", "| " + " | ".join(head) + " |"]
-    lines.append("|" + "---|" * len(head))
+    table = []
     for r in rows:
         cells = [r["dataset"], r["protocol"], r["selected_on"], r["seeds"]]
         for regime in REGIMES:
@@ -99,7 +97,8 @@ def format_summary(rows: list[dict[str, Any]], title: str, source: str) -> str:
             f"{_f(r['margin_mean'], sign=True)} ± {_f(r['margin_std'])}",
             "–" if r["margin_t_p"] is None else f"{r['margin_t_p']:.3g}",
         ]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        table.append(cells)
+    lines = [f"# {title}", "", source, "", *markdown_table(head, table)]
     lines += [
         "",
         "Test accuracy in %, mean ± sample std over seeds. `protocol`: `paper` (the paper as "
@@ -138,11 +137,7 @@ def write_summary(block: str, out: Path, overrides: Sequence[str] = ()) -> list[
     md, table = out.with_suffix(".md"), out.with_suffix(".csv")
     title = experiment.grid.get("title") or "protocol"
     write_text(md, format_summary(rows, f"{title}: block {block}", source))
-    with atomic_open(table, newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in FIELDS})
+    write_table(rows, table, FIELDS)
     return [md, table]
 
 

@@ -78,7 +78,20 @@ class Conventional(Regime):
     from the first epoch (they belong to the loop)."""
 
 
-class LearningRateCurriculum(Regime):
+class PerUnitRates:
+    """What every curriculum of rates shares: layers merged into rate units
+    (:mod:`lerac.units`, ``unit_kind``) and one param group per unit."""
+
+    unit_kind: str
+
+    def units(self, layers: list[Layer], model: nn.Module) -> list[Layer]:
+        return rate_units(model, layers, self.unit_kind)
+
+    def param_groups(self, layers: list[Layer]) -> list[dict[str, Any]]:
+        return [{"params": list(layer.params), "name": layer.name} for layer in layers]
+
+
+class LearningRateCurriculum(PerUnitRates, Regime):
     """LeRaC: one param group per layer, rates set by :class:`lerac.curriculum.LeRaC`.
 
     Args:
@@ -115,12 +128,6 @@ class LearningRateCurriculum(Regime):
         self.update, self.anti, self.updates_per_epoch = update, anti, updates_per_epoch
         self.scheduler: LeRaC | None = None
         self.unit_kind = units
-
-    def units(self, layers: list[Layer], model: nn.Module) -> list[Layer]:
-        return rate_units(model, layers, self.unit_kind)
-
-    def param_groups(self, layers: list[Layer]) -> list[dict[str, Any]]:
-        return [{"params": list(layer.params), "name": layer.name} for layer in layers]
 
     def start_lrs(self, n_layers: int) -> list[float] | None:
         """Each layer's rate at step 0; None: the update rule's own (Eq. 6 or the released

@@ -28,14 +28,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
 from torch.optim import Optimizer
 
 from lerac.errors import ConfigError
-from lerac.layers import Layer
-from lerac.regimes import Regime
+from lerac.regimes import PerUnitRates, Regime
 from lerac.schedules import Schedule
-from lerac.units import rate_units
 
 SCOPES = ("all", "head")
 # Update points inside an epoch of L batches, after that many batches (train/resnet_train.py
@@ -72,7 +69,7 @@ def rises_below(rate: float, cap: float) -> int:
     return rises
 
 
-class StepCurriculum(Regime):
+class StepCurriculum(PerUnitRates, Regime):
     """The released code's LeRaC (module docstring). ``units``: ``block`` (released) or
     ``module`` (one rate per module owning parameters, the paper's reading)."""
 
@@ -113,12 +110,6 @@ class StepCurriculum(Regime):
         self.rise_until, self.end_rise_until = rise_until, end_rise_until
         self.optimizer: Optimizer | None = None
         self.total = 0
-
-    def units(self, layers: list[Layer], model: nn.Module) -> list[Layer]:
-        return rate_units(model, layers, self.unit_kind)
-
-    def param_groups(self, layers: list[Layer]) -> list[dict[str, Any]]:
-        return [{"params": list(layer.params), "name": layer.name} for layer in layers]
 
     def start(self, optimizer: Optimizer, steps_per_epoch: int) -> None:
         groups = optimizer.param_groups

@@ -23,7 +23,7 @@ import re
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,14 @@ def _seed(run: dict[str, Any]) -> Any:
 
 def _mean(values: list[float]) -> float:
     return round(statistics.fmean(values), 4) if values else float("nan")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std (ddof 1; 0 for one value) as the reports give them; None, None
+    for no values."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -301,8 +309,7 @@ def cell_row(key: CellKey, cell: dict[str, Any]) -> dict[str, Any]:
     """A cell's own columns (ours beside the paper's); the reference columns left empty."""
     model, dataset, regime, tag = key
     accs = _accuracies(cell)
-    mean = statistics.fmean(accs) if accs else None
-    std = statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None)
+    mean, std = mean_std(accs)
     p_row = cell["paper"] or {}
     p_mean = _num(p_row.get("mean"))
     return {
@@ -377,6 +384,12 @@ CSV_FIELDS = [
 ]  # fmt: skip
 
 
+def markdown_table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """The lines of a Markdown table: the header, its rule, one line per row."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def markdown_cells(r: dict[str, Any], has_paper: bool) -> list[Any]:
     """One table row as the Markdown table shows it."""
     regime = r["regime"] + (f" [{r['tag']}]" if r["tag"] else "") + _on_test(r)
@@ -418,10 +431,8 @@ def format_markdown(
         "paired t p",
         f"McNemar p < {SIGNIFICANCE:g} (pairs)",
     ]
-    lines = [f"# {title}", "", source, "", "| " + " | ".join(head) + " |"]
-    lines.append("|" + "---|" * len(head))
-    for r in rows:
-        lines.append("| " + " | ".join(str(c) for c in markdown_cells(r, has_paper)) + " |")
+    lines = [f"# {title}", "", source, ""]
+    lines += markdown_table(head, [markdown_cells(r, has_paper) for r in rows])
     lines += [
         "",
         f"Accuracy in %, test set, the epoch chosen on validation accuracy (rows marked "
@@ -440,12 +451,13 @@ def format_markdown(
     return "\n".join(lines) + "\n"
 
 
-def write_table(rows: list[dict[str, Any]], path: Path) -> None:
+def write_table(rows: list[dict[str, Any]], path: Path, fields: Sequence[str] = CSV_FIELDS) -> None:
+    """``rows`` as a CSV file with the columns ``fields`` (None: an empty cell)."""
     with atomic_open(path, newline="") as f:
-        writer = csv.DictWriter(f, CSV_FIELDS)
+        writer = csv.DictWriter(f, fields)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_FIELDS})
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
 
 
 def write_experiment_report(experiment: Any, runs: list[Any], smoke: bool = False) -> list[Path]:
