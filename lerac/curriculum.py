@@ -200,7 +200,7 @@ class LeRaC(LRScheduler):
         if update == "step":
             if not step_every or step_every <= 0:
                 raise ConfigError("the 'step' update needs step_every > 0 (steps per x10 rise)")
-            rises = [_rises_below_cap(rate, target) for rate, target in zip(start, targets)]
+            rises = [x10_rises(r, t * (1 + _CAP_TOLERANCE)) for r, t in zip(start, targets)]
             total_steps = max(rises) * step_every
         else:
             if total_steps is None or total_steps <= 0 or int(total_steps) != total_steps:
@@ -274,10 +274,11 @@ class LeRaC(LRScheduler):
         return [s * self.c ** (t * (log(b) - log(s))) for s, b in zip(self.start_lrs, self.targets)]
 
 
-def _rises_below_cap(rate: float, cap: float) -> int:
-    """How many x10 rises keep ``rate`` at or below ``cap`` (the released code's rule)."""
+def x10_rises(rate: float, cap: float) -> int:
+    """How many x10 rises keep ``rate`` below ``cap`` (the released code's ``update_lr``:
+    a rate is multiplied by 10 while the result stays below its stop rate)."""
     rises = 0
-    while rate * 10.0 ** (rises + 1) <= cap * (1 + _CAP_TOLERANCE):
+    while rate * 10.0 ** (rises + 1) < cap:
         rises += 1
     return rises
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from torch.optim import Optimizer
 
+from lerac.curriculum import x10_rises
 from lerac.errors import ConfigError
 from lerac.regimes import PerUnitRates, Regime
 from lerac.schedules import Schedule
@@ -59,14 +60,6 @@ def released_start_rates(
             floor if scope == "head" else max(lr_first * 10.0 ** -max(0, n_units - 1 - hold), floor)
         )
     return body + [head_lr] if n_units > 0 else []
-
-
-def rises_below(rate: float, cap: float) -> int:
-    """x10 rises the released ``update_lr`` gives ``rate``: while ``rate * 10 < cap``."""
-    rises = 0
-    while rate * 10.0 ** (rises + 1) < cap:
-        rises += 1
-    return rises
 
 
 class StepCurriculum(PerUnitRates, Regime):
@@ -123,7 +116,7 @@ class StepCurriculum(PerUnitRates, Regime):
                     f"a unit would start at {rate:g}, above the base lr {target:g}; lower "
                     "regime.lr_first or raise optimizer.lr"
                 )
-        self.rises = [rises_below(r, self.cap_ratio * b) for r, b in zip(self.start_lrs, base)]
+        self.rises = [x10_rises(r, self.cap_ratio * b) for r, b in zip(self.start_lrs, base)]
         self.optimizer, self.steps_per_epoch = optimizer, steps_per_epoch
         self.in_epoch = sorted(
             {
