@@ -52,33 +52,33 @@ docs: install
 # Conventional vs LeRaC on digits through the grid machinery (conf/experiment/demo.yaml):
 # outputs/demo/report.md (mean ± std, McNemar) and outputs/demo/figures/.
 demo: install
-	$(PY) -m lerac.grid demo $(GRID_FLAGS) $(ARGS)
-	$(PY) -m lerac.report outputs/demo --csv outputs/demo/summary.csv
-	$(PY) -m lerac.plots outputs/demo
+	$(PY) -m lerac.suite.grid demo $(GRID_FLAGS) $(ARGS)
+	$(PY) -m lerac.suite.report outputs/demo --csv outputs/demo/summary.csv
+	$(PY) -m lerac.suite.plots outputs/demo
 
 # One paper table: run what is missing (completed runs are skipped), then write
 # results/tableN.md and .csv beside the paper's numbers and results/figures/.
 $(addprefix reproduce-table,$(TABLES)): reproduce-table%: install
-	$(PY) -m lerac.grid table$* $(GRID_FLAGS) $(ARGS)
+	$(PY) -m lerac.suite.grid table$* $(GRID_FLAGS) $(ARGS)
 
 # Controls the paper does not run (warmup, shuffled layer order): results/controls.md.
 reproduce-controls: install
-	$(PY) -m lerac.grid controls $(GRID_FLAGS) $(ARGS)
+	$(PY) -m lerac.suite.grid controls $(GRID_FLAGS) $(ARGS)
 
 # The paper's protocol against the released code's, each difference alone (docs/fidelity.md):
 # results/protocol.md (BLOCK=digits: the CPU block, results/protocol_digits.md).
 reproduce-protocol: install
-	$(PY) -m lerac.grid protocol $(GRID_FLAGS) $(ARGS)
-	$(if $(call truthy,$(DRY)),,$(PY) -m lerac.protocol_report --block $(or $(BLOCK),main) $(ARGS))
+	$(PY) -m lerac.suite.grid protocol $(GRID_FLAGS) $(ARGS)
+	$(if $(call truthy,$(DRY)),,$(PY) -m lerac.suite.protocol_report --block $(or $(BLOCK),main) $(ARGS))
 
 # Step-time ratios, loader speedup, throughput against the goals -> results/benchmark.json
 # (BENCH_QUICK=1: the quick size, under 10 minutes on 2 CPU cores).
 bench: install
 	$(PY) scripts/bench.py
 
-# The data sets and checkpoints into paths.data_dir (lerac/sources.yaml, docs/data.md).
+# The data sets and checkpoints into paths.data_dir (lerac/suite/sources.yaml, docs/data.md).
 data: install
-	$(PY) -m lerac.fetch $(DATASETS) $(if $(call truthy,$(CHECK)),--check)
+	$(PY) -m lerac.suite.fetch $(DATASETS) $(if $(call truthy,$(CHECK)),--check)
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache

@@ -10,7 +10,7 @@ Three update rules:
 - ``exponential``: Eq. 8, eta_j(l) = eta_j(0) * c ** (l/k * (log_c eta(k) - log_c eta_j(0))).
 - ``linear``: the linear variant of Table 5, eta_j(l) = eta_j(0) + l/k * (eta(k) - eta_j(0)).
 - ``step``: the released code's rule in short (CroitoruAlin/LeRaC, train/resnet_train.py
-  ``update_lr``; the exact recipe is regime=lerac_step, lerac/released.py): initial rates
+  ``update_lr``; the exact recipe is regime=lerac_step, lerac/engine/released.py): initial rates
   fall 10x per layer down to ``lr_last``; every ``step_every`` steps each rate is
   multiplied by 10 while the result stays at or below the base rate, so each layer stops
   rising at its own time. The curriculum ends when no rate can rise any more.

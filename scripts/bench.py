@@ -4,7 +4,7 @@
   the same model, batch and optimizer, the sides alternating step by step (who goes first
   alternates too), medians of the timed steps. On ResNet-18 and on DenseNet-121
   (torchvision's, ~240 param groups under LeRaC: the most layers on this branch).
-  Conventional runs the trainer's default fast path (lerac/accel.py); LeRaC runs with
+  Conventional runs the trainer's default fast path (lerac/engine/accel.py); LeRaC runs with
   PyTorch's own per-group optimizer step and with the fused multi-group update
   (``trainer.fused_groups``); the headline ratio uses the one the trainer picks on the
   device (``auto``: fused on CUDA, PyTorch's own on the CPU).
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import pickle
@@ -42,12 +41,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from lerac.accel import Accelerator
-from lerac.data.cifar import load_cifar
+from lerac.engine.accel import Accelerator
+from lerac.engine.loop import training_step
+from lerac.engine.regimes import Conventional, LearningRateCurriculum, Regime
 from lerac.layers import find_layers
-from lerac.loop import training_step
-from lerac.models.resnet import ResNet18
-from lerac.regimes import Conventional, LearningRateCurriculum, Regime
+from lerac.suite.data.cifar import load_cifar
+from lerac.suite.models.resnet import ResNet18
 
 # ResNet-18 width, DenseNet widths, timed and untimed steps per side, loader examples.
 SIZES: dict[str, dict[str, Any]] = {
@@ -88,18 +87,12 @@ def densenet121(size: str) -> nn.Module:
     return DenseNet(32, (6, 12, 24, 16), 64, num_classes=CLASSES)
 
 
-def cbs_regime() -> tuple[Regime | None, str]:
-    """The CBS regime from its config, when this branch has it (lerac/smoothing.py)."""
-    if importlib.util.find_spec("lerac.smoothing") is None:
-        return None, "lerac.smoothing is not on this branch; rerun after CBS is merged"
-    from lerac.train import CONF_DIR, build
+def cbs_regime() -> tuple[Regime, str]:
+    """The CBS regime from its config (conf/regime/cbs.yaml, Table 1 settings)."""
+    from lerac.suite.build import build
+    from lerac.suite.compose import compose_config
 
-    if not (CONF_DIR / "regime" / "cbs.yaml").is_file():
-        return None, "lerac.smoothing exists but conf/regime/cbs.yaml does not"
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["regime=cbs", "model=resnet18", "logger=none"])
+    cfg = compose_config(["regime=cbs", "model=resnet18", "logger=none"])
     return build(cfg.regime), "CBS on ResNet-18 (conf/regime/cbs.yaml, Table 1 settings)"
 
 
@@ -129,7 +122,7 @@ def make_side(build_model, regime: Regime, batch, device, total_steps: int, **ac
 
 
 def train_step(side: Side, batch, step: int) -> None:
-    """The trainer's own step (lerac.loop.training_step), after the regime's rates."""
+    """The trainer's own step (lerac.engine.loop.training_step), after the regime's rates."""
     side.regime.before_step(step)
     training_step(side.model, side.optimizer, side.accel, batch[0], batch[1])
 
@@ -176,8 +169,7 @@ def compare_regimes(build_model, batch, device, size, with_cbs: bool) -> tuple[d
     note = ""
     if with_cbs:
         regime, note = cbs_regime()
-        if regime is not None:
-            sides["cbs"] = make_side(build_model, regime, batch, device, total)
+        sides["cbs"] = make_side(build_model, regime, batch, device, total)
     return interleave(sides, batch, device, size["warmup"], size["steps"]), note
 
 

@@ -22,10 +22,10 @@ import time
 import torch
 from torch import nn
 
+from lerac.engine.loop import resolve_device
+from lerac.engine.regimes import Conventional, CurriculumBySmoothing, LearningRateCurriculum
 from lerac.layers import find_layers
-from lerac.loop import resolve_device
-from lerac.models.resnet import ResNet18
-from lerac.regimes import Conventional, CurriculumBySmoothing, LearningRateCurriculum
+from lerac.suite.models.resnet import ResNet18
 
 
 def make_side(regime, args, device, batch):

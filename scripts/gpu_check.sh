@@ -70,7 +70,7 @@ tail -n 12 "$OUT/logs/bench.log"
 for N in $N_LIST; do
   SEEDS=$(seq -s, 0 $((N - 1)))
   START=$(date +%s%N)
-  timeout 600 "$PYTHON" -m lerac.train -m hydra/launcher=joblib hydra.launcher.n_jobs="$N" \
+  timeout 600 "$PYTHON" -m lerac.suite.train -m hydra/launcher=joblib hydra.launcher.n_jobs="$N" \
     seed="$SEEDS" dataset=cifar10 model=resnet18 regime=lerac logger=none \
     trainer.device="$DEVICE" trainer.precision=bf16 trainer.max_epochs=2 \
     trainer.limit_train_batches=$TRAIN_BATCHES trainer.limit_eval_batches=2 \
@@ -132,7 +132,7 @@ for path in sorted((conf / "model").glob("*.yaml")):
             why = "no data set of its kind" if dataset is None else "not run (time budget)"
             rows.append(f"{path.stem}\t{dataset}\t{compiled}\tskipped\t0\t{why}")
             continue
-        command = [sys.executable, "-m", "lerac.train", f"model={path.stem}",
+        command = [sys.executable, "-m", "lerac.suite.train", f"model={path.stem}",
                    f"dataset={dataset}", f"trainer.device={device}", "trainer.precision=bf16",
                    f"trainer.compile={compiled}", "trainer.max_epochs=1",
                    "trainer.limit_eval_batches=2", "trainer.progress=false", "logger=none",

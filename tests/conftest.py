@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from lerac.train import CONF_DIR
+from lerac.suite.compose import compose_config  # noqa: F401 - the tests' way to compose
 
 # Small enough for a CPU test run: a 4-channel ResNet-18, 2 epochs, curriculum of 1 epoch.
 TINY = [
@@ -21,11 +20,6 @@ TINY = [
     "model.table1.lerac_k=1",
     "logger=none",
 ]
-
-
-def compose_config(overrides: list[str] = (), hydra_config: bool = False):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def write_pickle(path: Path, obj) -> None:

@@ -13,13 +13,14 @@ import torch
 from torch import nn
 from torch._dynamo.testing import CompileCounter
 
-from lerac.accel import Accelerator, to_channels_last
 from lerac.curriculum import LeRaC
-from lerac.data.base import Splits, TensorLoader
+from lerac.engine.accel import Accelerator, to_channels_last
+from lerac.engine.batches import Splits, TensorLoader
+from lerac.engine.loop import fit, training_step
+from lerac.engine.optim import fuse_groups, unsupported
+from lerac.engine.regimes import LearningRateCurriculum
+from lerac.engine.settings import TrainerSettings
 from lerac.errors import ConfigError
-from lerac.loop import TrainerSettings, fit, training_step
-from lerac.optim import fuse_groups, unsupported
-from lerac.regimes import LearningRateCurriculum
 from tests.conftest import TINY, compose_config
 
 ROOT = Path(__file__).resolve().parent.parent

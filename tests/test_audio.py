@@ -11,17 +11,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lerac.data import spectrogram as spec
-from lerac.data.audio import group_split
-from lerac.data.audio_augment import build_augment
-from lerac.data.audio_folder import load_audio_folder
-from lerac.data.crema_d import load_crema_d
-from lerac.data.esc50 import load_esc50
 from lerac.errors import ConfigError, DataNotFoundError
-from lerac.models.densenet import DenseNet121
-from lerac.models.septr import SepTr
-from lerac.train import CONF_DIR, train
-from lerac.validate import check_modality
+from lerac.suite.config import CONF_DIR
+from lerac.suite.data import spectrogram as spec
+from lerac.suite.data.audio import group_split
+from lerac.suite.data.audio_augment import build_augment
+from lerac.suite.data.audio_folder import load_audio_folder
+from lerac.suite.data.crema_d import load_crema_d
+from lerac.suite.data.esc50 import load_esc50
+from lerac.suite.models.densenet import DenseNet121
+from lerac.suite.models.septr import SepTr
+from lerac.suite.train import train
+from lerac.suite.validate import check_modality
 from tests.audio_fixtures import (
     SMALL_SHAPE,
     SMALL_SPECTROGRAM,
@@ -188,7 +189,7 @@ def test_crema_d_split_by_clip_or_speaker(data_dir, tmp_path):
         == by_clip.val[1].tolist()
     )
 
-    from lerac.data.crema_d import find_clips
+    from lerac.suite.data.crema_d import find_clips
 
     clips, actors = find_clips(root)
     index = group_split(actors, (0.7, 0.15, 0.15), 0)
@@ -267,7 +268,7 @@ def test_each_augmentation_changes_its_input_and_keeps_the_shape(name):
 
 
 def test_time_warps_move_content_as_documented():
-    from lerac.data.audio_augment import warp_time
+    from lerac.suite.data.audio_augment import warp_time
 
     x = torch.zeros(1, 1, 2, 16)
     x[..., 4] = 1.0

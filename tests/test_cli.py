@@ -40,7 +40,7 @@ def run(*args, cwd):
 )
 def test_bad_input_ends_with_a_clear_message(tmp_path, overrides, words):
     result = run(
-        "-m", "lerac.train", *TINY, f"paths.output_dir={tmp_path}", *overrides, cwd=tmp_path
+        "-m", "lerac.suite.train", *TINY, f"paths.output_dir={tmp_path}", *overrides, cwd=tmp_path
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
@@ -52,7 +52,7 @@ def test_sweep_over_regimes_and_seeds_then_report(tmp_path):
     out = tmp_path / "sweep"
     result = run(
         "-m",
-        "lerac.train",
+        "lerac.suite.train",
         "-m",
         *TINY,
         "trainer.max_epochs=2",
@@ -76,7 +76,7 @@ def test_sweep_over_regimes_and_seeds_then_report(tmp_path):
         }
 
     report = run(
-        "-m", "lerac.report", str(out), "--csv", str(tmp_path / "summary.csv"), cwd=tmp_path
+        "-m", "lerac.suite.report", str(out), "--csv", str(tmp_path / "summary.csv"), cwd=tmp_path
     )
     assert report.returncode == 0, report.stderr
     lines = report.stdout.strip().splitlines()
@@ -86,7 +86,7 @@ def test_sweep_over_regimes_and_seeds_then_report(tmp_path):
     )
     assert (tmp_path / "summary.csv").read_text().count("\n") == 3
 
-    plot = run("-m", "lerac.plots", str(out), cwd=tmp_path)
+    plot = run("-m", "lerac.suite.plots", str(out), cwd=tmp_path)
     assert plot.returncode == 0, plot.stderr
     image = matplotlib.image.imread(out / "val_accuracy.png")  # a real PNG, drawn
     assert image.ndim == 3 and min(image.shape[:2]) > 100 and image.std() > 0
@@ -94,7 +94,7 @@ def test_sweep_over_regimes_and_seeds_then_report(tmp_path):
     # Started again, the sweep skips what is done.
     again = run(
         "-m",
-        "lerac.train",
+        "lerac.suite.train",
         "-m",
         *TINY,
         "trainer.max_epochs=2",
@@ -108,7 +108,7 @@ def test_sweep_over_regimes_and_seeds_then_report(tmp_path):
 
 
 def test_report_on_an_empty_folder_says_what_to_do(tmp_path):
-    result = run("-m", "lerac.report", str(tmp_path), cwd=tmp_path)
+    result = run("-m", "lerac.suite.report", str(tmp_path), cwd=tmp_path)
     assert (
         result.returncode == 2
         and "no metrics.json" in result.stderr

@@ -1,5 +1,5 @@
 """The grid on a real SLURM (`make test-cluster`: scripts/slurm_up.sh starts a one-node
-SLURM on this machine first). A small digits grid goes through `python -m lerac.grid ...
+SLURM on this machine first). A small digits grid goes through `python -m lerac.suite.grid ...
 hydra/launcher=slurm_cpu` as a job array; one job is sent USR1 (SLURM's pre-timeout
 signal) in the middle of its run, is requeued and resumes to the result of an
 uninterrupted run; a rerun submits nothing. The figures go to stdout and outputs/test_cluster.json.
@@ -56,7 +56,7 @@ def environment() -> dict[str, str]:
 
 
 def grid(conf: Path, *args: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "lerac.grid", "cluster", "--no-report", *args]
+    command = [sys.executable, "-m", "lerac.suite.grid", "cluster", "--no-report", *args]
     command += ["hydra/launcher=slurm_cpu", f"hydra.searchpath=[file://{conf}]"]
     return subprocess.Popen(
         command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -125,7 +125,7 @@ def test_a_grid_on_slurm_requeues_resumes_and_submits_only_what_is_missing(slurm
     # The uninterrupted run of the same cell, outside SLURM: the same predictions.
     reference = tmp_path / "reference"
     subprocess.run(
-        [sys.executable, "-m", "lerac.train", "experiment=cluster", "regime=lerac", "seed=0"]
+        [sys.executable, "-m", "lerac.suite.train", "experiment=cluster", "regime=lerac", "seed=0"]
         + [f"paths.output_dir={reference}", f"hydra.searchpath=[file://{conf}]"],
         env=environment(),
         check=True,

@@ -7,14 +7,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lerac.engine.settings import TrainerSettings
+from lerac.engine.store import run_group
 from lerac.errors import ConfigError, LeRaCError
 from lerac.layers import find_layers
-from lerac.loop import TrainerSettings
-from lerac.models.hub import PretrainedUnavailable
-from lerac.models.resnet import ResNet18
-from lerac.store import run_group
-from lerac.train import CONF_DIR, build, build_data, build_model, named_parameters_of
-from lerac.validate import RULES, flatten
+from lerac.suite.build import build, build_data, build_model, named_parameters_of
+from lerac.suite.config import CONF_DIR
+from lerac.suite.models.hub import PretrainedUnavailable
+from lerac.suite.models.resnet import ResNet18
+from lerac.suite.validate import RULES, flatten
 from tests.conftest import compose_config
 
 GROUPS = ["model", "dataset", "regime", "optimizer", "schedule", "logger", "paths"]
@@ -111,13 +112,15 @@ def test_every_model_builds_and_classifies(option, monkeypatch, tmp_path):
 def test_a_constructor_is_handed_only_the_input_keys_it_names():
     spec = {"in_channels": 1, "image_size": 32, "vocab_size": 12}
     # DenseNet-121 takes no image size; ResNet-18 does (its stem follows it); neither text.
-    assert named_parameters_of("lerac.models.densenet.DenseNet121", **spec) == {"in_channels": 1}
-    assert named_parameters_of("lerac.models.resnet.ResNet18", **spec) == {
+    assert named_parameters_of("lerac.suite.models.densenet.DenseNet121", **spec) == {
+        "in_channels": 1
+    }
+    assert named_parameters_of("lerac.suite.models.resnet.ResNet18", **spec) == {
         "in_channels": 1,
         "image_size": 32,
     }
     # A catch-all **config is not a name: cvt13 gets no image_size to pass on to CvtConfig.
-    assert named_parameters_of("lerac.models.hf_image.cvt13", **spec) == {"in_channels": 1}
+    assert named_parameters_of("lerac.suite.models.hf_image.cvt13", **spec) == {"in_channels": 1}
 
 
 def test_a_text_data_set_gets_its_tokenizer_from_the_model_not_from_its_config():

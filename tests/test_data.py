@@ -5,10 +5,10 @@ import pickle
 import pytest
 import torch
 
-from lerac.data.base import TensorLoader
-from lerac.data.cifar import load_cifar
-from lerac.data.digits import load_digits
+from lerac.engine.batches import TensorLoader
 from lerac.errors import DataNotFoundError
+from lerac.suite.data.cifar import load_cifar
+from lerac.suite.data.digits import load_digits
 
 
 def test_cifar10_reads_the_official_batch_files(cifar_root):
@@ -88,7 +88,7 @@ def test_download_extracts_the_official_archive_layout(cifar_root, tmp_path, mon
     import tarfile
     import threading
 
-    from lerac.data import cifar
+    from lerac.suite.data import cifar
 
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -115,7 +115,7 @@ def test_download_extracts_the_official_archive_layout(cifar_root, tmp_path, mon
 
 
 def test_failed_download_says_what_to_do(tmp_path):
-    from lerac.data.cifar import download_cifar
+    from lerac.suite.data.cifar import download_cifar
 
     with pytest.raises(DataNotFoundError, match="extract it into"):
         download_cifar(str(tmp_path), "cifar10", url=(tmp_path / "absent.tar.gz").as_uri())

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import yaml
 
-from lerac import fetch
-from lerac.data.cifar import load_cifar
-from lerac.data.crema_d import find_clips
-from lerac.data.esc50 import read_meta
-from lerac.data.imagenet200 import WNIDS, read_wnids
-from lerac.data.tiny_imagenet import load_tiny_imagenet
+from lerac.suite import fetch
+from lerac.suite.data.cifar import load_cifar
+from lerac.suite.data.crema_d import find_clips
+from lerac.suite.data.esc50 import read_meta
+from lerac.suite.data.imagenet200 import WNIDS, read_wnids
+from lerac.suite.data.tiny_imagenet import load_tiny_imagenet
 from tests.audio_fixtures import write_crema_d, write_esc50
 from tests.conftest import compose_config, write_cifar10
 from tests.text_fixtures import N_DEV, N_TRAIN, rows, write_table, write_tiny_model
@@ -247,7 +247,7 @@ def test_hub_datasets_from_local_copies(archives, tmp_path, capsys):
     written = sorted(p.name for p in (data / "rte").iterdir())
     assert written == ["train.parquet", "validation.parquet"]
     # The text loader reads them: its validation split is the official one.
-    from lerac.train import build_data
+    from lerac.suite.build import build_data
 
     cfg = compose_config(["dataset=boolq", "model=lstm", f"paths.data_dir={data}"])
     splits = build_data(cfg)
@@ -275,7 +275,7 @@ def test_weights_from_a_folder_load_by_hub_id_and_a_truncated_one_is_caught(
 ):
     from transformers import AutoModelForSequenceClassification
 
-    from lerac.models.hub import from_pretrained
+    from lerac.suite.models.hub import from_pretrained
 
     sources, data = write_sources(tmp_path / "s.yaml", archives), tmp_path / "data"
     saved = write_tiny_model(tmp_path / "tiny-bert")

@@ -10,12 +10,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lerac.engine.released import MultiStep, StepCurriculum
 from lerac.errors import ConfigError
 from lerac.layers import find_layers
-from lerac.models.resnet import ResNet18
-from lerac.protocol import KEYS, RECIPES, ProtocolWarning, apply_protocol
-from lerac.released import MultiStep, StepCurriculum
-from lerac.train import build, main, train
+from lerac.suite.build import build
+from lerac.suite.models.resnet import ResNet18
+from lerac.suite.protocol import KEYS, RECIPES, ProtocolWarning, apply_protocol
+from lerac.suite.train import main, train
 from lerac.units import rate_units
 from tests.conftest import TINY, compose_config
 
@@ -227,7 +228,7 @@ def test_no_recipe_keeps_the_paper_and_says_so():
 
 
 def test_released_composes_for_every_model_and_data_set_of_tables_2_to_4():
-    from lerac.grid import expand, load_experiment
+    from lerac.suite.grid import expand, load_experiment
 
     cells = set()
     for table in ("table2", "table3", "table4"):
@@ -281,7 +282,7 @@ def test_released_resnet18_run_on_cifar_through_the_entrypoint(cifar_root, tmp_p
     assert [float(r["lr_min"]) for r in history] == pytest.approx([1e-6, 1e-5])
     saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
     assert saved.optimizer.weight_decay == 1e-4 and saved.schedule.id == "multistep"
-    assert saved.regime._target_ == "lerac.released.StepCurriculum"
+    assert saved.regime._target_ == "lerac.engine.released.StepCurriculum"
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["selected_on"] == "test"
 
@@ -354,7 +355,7 @@ def test_bad_protocol_values_are_refused():
 
 
 def test_reports_mark_runs_selected_on_test(cifar_root, tmp_path):
-    from lerac.report import format_table, scan_runs, summarize
+    from lerac.suite.report import format_table, scan_runs, summarize
 
     base = RUN + ["dataset=cifar10", f"paths.data_dir={cifar_root}"]
     train(compose_config(base + ["tag=paper"]), tmp_path / "paper")
@@ -368,7 +369,7 @@ def test_reports_mark_runs_selected_on_test(cifar_root, tmp_path):
 
 
 def test_protocol_summary_shifts_and_margin_by_hand():
-    from lerac.protocol_report import summary_rows
+    from lerac.suite.protocol_report import summary_rows
 
     def run(tag, regime, seed, acc):
         return dict(dataset="digits", tag=tag, regime=regime, seed=seed, test_acc=acc)
@@ -393,7 +394,7 @@ def test_rate_units_alone_gives_the_paper_curriculum_one_rate_per_block():
     from lerac.curriculum import initial_rates
 
     cfg = apply_protocol(compose_config(["protocol=rate_units", "dataset=cifar10"]))
-    assert cfg.regime._target_ == "lerac.regimes.LearningRateCurriculum"
+    assert cfg.regime._target_ == "lerac.engine.regimes.LearningRateCurriculum"
     regime, _, optimizer, names = started(cfg, steps_per_epoch=2)
     assert names == UNITS  # 10 units, Eq. 6 spread over them from 1e-1 to 1e-8
     rates = [g["lr"] for g in optimizer.param_groups]
@@ -401,7 +402,7 @@ def test_rate_units_alone_gives_the_paper_curriculum_one_rate_per_block():
 
 
 def test_init_key_scales_images_to_minus_one_one_and_uses_the_released_init(cifar_root):
-    from lerac.protocol import prepare_model, prepare_splits
+    from lerac.suite.protocol import prepare_model, prepare_splits
 
     cfg = apply_protocol(
         compose_config(["protocol=init", "dataset=cifar10", f"paths.data_dir={cifar_root}"])

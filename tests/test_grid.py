@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hydra.core.hydra_config import HydraConfig
 
-from lerac import grid
-from lerac.flops import training_flops
-from lerac.launch import gpu_for_job
+from lerac.suite import grid
+from lerac.suite.flops import training_flops
+from lerac.suite.gpus import gpu_for_job
 from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[1]

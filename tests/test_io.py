@@ -1,4 +1,4 @@
-"""lerac.io: whole files or none, caches keyed by their inputs, parallel writers."""
+"""lerac.engine.io: whole files or none, caches keyed by their inputs, parallel writers."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from lerac.io import (
+from lerac.engine.io import (
     atomic_open,
     cache_key,
     cached,
@@ -26,7 +26,7 @@ FILL_CACHE = """
 import json, sys, time
 from pathlib import Path
 import torch
-from lerac.io import cached
+from lerac.engine.io import cached
 
 file, value = Path(sys.argv[1]), int(sys.argv[2])
 

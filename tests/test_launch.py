@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lerac import grid
+from lerac.suite import grid
 from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ SIGNAL_AFTER_FIRST_CHECKPOINT = """\
 import os
 if os.environ.get("SUBMITIT_LOCAL_GLOBALID") is not None:  # a submitit task, not the test
     import signal
-    from lerac.checkpoint import Checkpoint
+    from lerac.engine.checkpoint import Checkpoint
     save, mark = Checkpoint.save, os.environ["LERAC_TEST_SIGNALLED"]
     def save_then_signal(self, state):
         save(self, state)

@@ -5,7 +5,7 @@ from torch import nn
 
 from lerac.curriculum import LeRaC
 from lerac.layers import find_layers, layer_param_groups
-from lerac.models.resnet import ResNet18
+from lerac.suite.models.resnet import ResNet18
 
 
 def names(model, x):

@@ -109,7 +109,7 @@ def test_a_command_on_the_core_install_names_the_missing_extra(command):
     run = run_python(
         "import sys",
         f"sys.modules.update(dict.fromkeys({absent!r}))  # None: imported as if not installed",
-        "from lerac import cli",
+        "from lerac.suite import cli",
         f"sys.exit(cli.{command}())",
     )
     assert run.returncode == 2, run.stderr[-2000:]
@@ -121,7 +121,7 @@ def test_a_command_on_the_core_install_names_the_missing_extra(command):
 def test_the_console_scripts_go_through_the_guard():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {
-        f"lerac-{c}": f"lerac.cli:{c}" for c in ("train", "report", "plots", "grid", "fetch")
+        f"lerac-{c}": f"lerac.suite.cli:{c}" for c in ("train", "report", "plots", "grid", "fetch")
     }
 
 

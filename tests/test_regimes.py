@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from lerac.curriculum import LeRaC, initial_rates
+from lerac.engine.regimes import LearningRateCurriculum, ShuffledLearningRateCurriculum, Warmup
 from lerac.errors import ConfigError
 from lerac.layers import Layer
-from lerac.regimes import LearningRateCurriculum, ShuffledLearningRateCurriculum, Warmup
-from lerac.train import CONF_DIR, build, train
+from lerac.suite.build import build
+from lerac.suite.config import CONF_DIR
+from lerac.suite.train import train
 from tests.conftest import TINY, compose_config
 
 CONTROLS = ("warmup", "warmup_linear", "lerac_shuffled")

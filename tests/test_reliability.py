@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lerac.checkpoint import CHECKPOINT, Checkpoint
+from lerac.engine.checkpoint import CHECKPOINT, Checkpoint
+from lerac.engine.store import METRICS, RunLock, RunStore, find_runs, read_metrics
 from lerac.errors import ConfigError, RunLocked
-from lerac.store import METRICS, RunLock, RunStore, find_runs, read_metrics
-from lerac.train import main, train
-from lerac.validate import validate
+from lerac.suite.train import main, train
+from lerac.suite.validate import validate
 from tests.conftest import TINY, cifar_batch, compose_config, write_pickle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,11 +57,11 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-# The child is `python -m lerac.train` whose first checkpoint, once on disk, sends the
+# The child is `python -m lerac.suite.train` whose first checkpoint, once on disk, sends the
 # process a signal: the stop comes from inside the run, at a known point, with no polling.
 SIGNAL_AFTER_FIRST_CHECKPOINT = """
 import os, runpy, signal, sys
-from lerac.checkpoint import Checkpoint
+from lerac.engine.checkpoint import Checkpoint
 stop, save = getattr(signal, sys.argv.pop(1)), Checkpoint.save
 def save_then_signal(self, state):
     save(self, state)
@@ -69,7 +69,7 @@ def save_then_signal(self, state):
         Checkpoint.signalled = True
         os.kill(os.getpid(), stop)
 Checkpoint.save = save_then_signal
-runpy.run_module("lerac.train", run_name="__main__")
+runpy.run_module("lerac.suite.train", run_name="__main__")
 """
 
 
@@ -180,7 +180,7 @@ BAD_INPUTS = [
 def test_each_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, overrides, words):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
-    monkeypatch.setattr(sys, "argv", ["lerac.train", *TINY, f"paths.output_dir={tmp_path}"])
+    monkeypatch.setattr(sys, "argv", ["lerac.suite.train", *TINY, f"paths.output_dir={tmp_path}"])
     sys.argv += overrides
     with pytest.raises(SystemExit) as exit_:
         main()
@@ -196,7 +196,7 @@ def test_each_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, ov
 
 def test_a_damaged_data_file_is_named(tmp_path, monkeypatch, capsys, corrupt_cifar):
     argv = [*TINY, "dataset=cifar10", f"paths.data_dir={corrupt_cifar}"]
-    monkeypatch.setattr(sys, "argv", ["lerac.train", *argv, f"paths.output_dir={tmp_path}"])
+    monkeypatch.setattr(sys, "argv", ["lerac.suite.train", *argv, f"paths.output_dir={tmp_path}"])
     with pytest.raises(SystemExit) as exit_:
         main()
     stderr = capsys.readouterr().err
@@ -219,7 +219,7 @@ def test_a_diverging_run_fails_and_the_sweep_goes_on(tmp_path, monkeypatch, caps
     args = [*TINY, "regime=conventional", "trainer.max_epochs=1", "trainer.batch_size=32"]
     args += ["trainer.limit_train_batches=2", "trainer.limit_eval_batches=1"]
     args += ["optimizer.lr=1e30,0.1", "tag=lr${optimizer.lr}", f"paths.output_dir={out}"]
-    monkeypatch.setattr(sys, "argv", ["lerac.train", "-m", *args])
+    monkeypatch.setattr(sys, "argv", ["lerac.suite.train", "-m", *args])
     with pytest.raises(SystemExit) as exit_:
         main()
     stderr = capsys.readouterr().err
@@ -296,10 +296,10 @@ def test_errors_raised_inside_instantiate_reach_the_user_unwrapped():
     from omegaconf import OmegaConf
 
     from lerac.errors import ConfigError
-    from lerac.train import build
+    from lerac.suite.build import build
 
     node = OmegaConf.create(
-        {"id": "x", "_target_": "lerac.regimes.LearningRateCurriculum", "k": 0}
+        {"id": "x", "_target_": "lerac.engine.regimes.LearningRateCurriculum", "k": 0}
         | {"lr_first": 0.1, "lr_last": 1e-8}
     )
     with pytest.raises(ConfigError, match=r"^regime.k must be a positive number") as err:
@@ -310,9 +310,10 @@ def test_errors_raised_inside_instantiate_reach_the_user_unwrapped():
 def test_a_run_that_stopped_early_does_not_train_on_when_resumed(tmp_path):
     # A linear model at lr 1e-6 never improves: early stopping ends it after epoch 4. A
     # crash before metrics.json was written must not make the resume train epochs 5-12.
-    from lerac.data.digits import load_digits
-    from lerac.loop import TrainerSettings, fit
-    from lerac.regimes import Conventional
+    from lerac.engine.loop import fit
+    from lerac.engine.regimes import Conventional
+    from lerac.engine.settings import TrainerSettings
+    from lerac.suite.data.digits import load_digits
 
     settings = TrainerSettings(12, 256, "cpu", progress=False, early_stopping_patience=3)
     checkpoint = Checkpoint(tmp_path)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lerac.grid import Run, enumerate_runs, load_experiment
-from lerac.report import (
+from lerac.suite.grid import Run, enumerate_runs, load_experiment
+from lerac.suite.report import (
     build_table,
     cell_tag,
     format_markdown,
@@ -202,7 +202,7 @@ def test_esc50_folds_are_the_runs_of_one_cell(tmp_path):
 def test_wandb_gets_every_layer_lr_thinned_and_no_offline_report(tmp_path):
     from omegaconf import OmegaConf
 
-    from lerac.tracking import log_report_table, lr_schedule_rows
+    from lerac.suite.loggers import log_report_table, lr_schedule_rows
 
     rows = ["step,layer,lr"] + [f"{s},{j},{1e-8 * (j + 1)}" for s in range(100) for j in range(3)]
     (tmp_path / "lr_schedule.csv").write_text("\n".join(rows) + "\n")

@@ -14,10 +14,9 @@ from torch.nn import functional as F
 
 from lerac import smoothing
 from lerac.curriculum import initial_rates
+from lerac.engine.regimes import CurriculumBySmoothing, SmoothedLearningRateCurriculum
 from lerac.errors import ConfigError
 from lerac.layers import find_layers
-from lerac.models.resnet import ResNet18
-from lerac.regimes import CurriculumBySmoothing, SmoothedLearningRateCurriculum
 from lerac.smoothing import (
     SmoothingCurriculum,
     attach_smoothing,
@@ -27,7 +26,9 @@ from lerac.smoothing import (
     smooth,
     smoothed_modules,
 )
-from lerac.train import build, train
+from lerac.suite.build import build
+from lerac.suite.models.resnet import ResNet18
+from lerac.suite.train import train
 from tests.conftest import TINY, compose_config
 
 
@@ -394,7 +395,8 @@ def test_cbs_lerac_orders_the_same_layers_as_lerac(runs):
 
 
 def test_every_model_composes_with_both_regimes():
-    from lerac.train import CONF_DIR, build
+    from lerac.suite.build import build
+    from lerac.suite.config import CONF_DIR
 
     for model_file in sorted((CONF_DIR / "model").glob("*.yaml")):
         for regime in ("cbs", "cbs_lerac"):

@@ -11,14 +11,16 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
-from lerac.data import text as text_data
-from lerac.data.tokenize import trim_padding
 from lerac.errors import ConfigError, DataNotFoundError, LeRaCError
 from lerac.layers import find_layers
-from lerac.models.hf_text import HFTextClassifier
-from lerac.models.hub import PretrainedUnavailable
-from lerac.models.lstm import LSTMClassifier
-from lerac.train import CONF_DIR, build_data, train
+from lerac.suite.build import build_data
+from lerac.suite.config import CONF_DIR
+from lerac.suite.data import text as text_data
+from lerac.suite.data.tokenize import trim_padding
+from lerac.suite.models.hf_text import HFTextClassifier
+from lerac.suite.models.hub import PretrainedUnavailable
+from lerac.suite.models.lstm import LSTMClassifier
+from lerac.suite.train import train
 from tests.conftest import compose_config
 from tests.text_fixtures import N_DEV, N_TRAIN, rows, write_benchmark, write_table, write_tiny_model
 
@@ -39,7 +41,7 @@ def tiny_bert(root):
 
 
 def read_text_data(cfg):
-    """``lerac.train.build_data``, raising an assertion a family's code made where Hydra's
+    """``lerac.suite.train.build_data``, raising an assertion a family's code made where Hydra's
     instantiate wraps it in an InstantiationException (the suite's own errors it unwraps)."""
     try:
         return build_data(cfg)

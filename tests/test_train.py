@@ -8,14 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from lerac import plots
 from lerac.curriculum import initial_rates
-from lerac.data.digits import load_digits
-from lerac.loop import TrainerSettings, TrainingDiverged, fit
-from lerac.regimes import Conventional, LearningRateCurriculum
-from lerac.schedules import ReduceOnPlateau
-from lerac.store import RunStore
-from lerac.train import train
+from lerac.engine.loop import TrainingDiverged, fit
+from lerac.engine.regimes import Conventional, LearningRateCurriculum
+from lerac.engine.schedules import ReduceOnPlateau
+from lerac.engine.settings import TrainerSettings
+from lerac.engine.store import RunStore
+from lerac.suite import plots
+from lerac.suite.data.digits import load_digits
+from lerac.suite.train import train
 from tests.conftest import TINY, compose_config
 
 
@@ -132,6 +133,12 @@ def test_completed_runs_are_skipped_unless_overwritten(tmp_path, lerac_run):
     metrics_file.write_text(json.dumps(marked))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same settings: skipped without a word
+        assert train(compose_config(overrides), tmp_path / "run") == marked
+        # A config saved before the package's wings names the old modules: the same run.
+        saved = tmp_path / "run" / "config.yaml"
+        text = saved.read_text()
+        assert "lerac.suite.models.resnet" in text and "lerac.engine.regimes" in text
+        saved.write_text(text.replace("lerac.suite.", "lerac.").replace("lerac.engine.", "lerac."))
         assert train(compose_config(overrides), tmp_path / "run") == marked
     with pytest.warns(UserWarning, match=r"other settings \(optimizer.momentum\)"):
         assert (

@@ -12,19 +12,21 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
-from lerac.data.augment import table13
-from lerac.data.image_folder import load_image_folder
-from lerac.data.imagenet200 import WNIDS, load_imagenet200, read_wnids
-from lerac.data.images import ImageDecodeError
-from lerac.data.streaming import StreamingLoader
-from lerac.data.tiny_imagenet import load_tiny_imagenet
 from lerac.errors import ConfigError, DataNotFoundError
 from lerac.layers import find_layers
-from lerac.models.hf_image import CvtClassifier, cvt13, pretrained
-from lerac.models.hub import PretrainedUnavailable
-from lerac.models.resnet import stem
-from lerac.models.wide_resnet import wide_resnet50
-from lerac.train import CONF_DIR, build_data, train
+from lerac.suite.build import build_data
+from lerac.suite.config import CONF_DIR
+from lerac.suite.data.augment import table13
+from lerac.suite.data.image_folder import load_image_folder
+from lerac.suite.data.imagenet200 import WNIDS, load_imagenet200, read_wnids
+from lerac.suite.data.images import ImageDecodeError
+from lerac.suite.data.streaming import StreamingLoader
+from lerac.suite.data.tiny_imagenet import load_tiny_imagenet
+from lerac.suite.models.hf_image import CvtClassifier, cvt13, pretrained
+from lerac.suite.models.hub import PretrainedUnavailable
+from lerac.suite.models.resnet import stem
+from lerac.suite.models.wide_resnet import wide_resnet50
+from lerac.suite.train import train
 from tests.conftest import compose_config
 from tests.vision_fixtures import image_folder_tree, imagenet_tree, tiny_imagenet_tree, write_image
 
@@ -233,7 +235,7 @@ def test_tiny_imagenet_reads_the_official_layout(tmp_path):
     # val_annotations.txt lists val_0..5 for wnids reversed, twice: labels by wnids.txt order.
     assert splits.test[1].tolist() == [2, 1, 0, 2, 1, 0]
     # The grayscale JPEG became 3 equal channels.
-    from lerac.data.images import read_image
+    from lerac.suite.data.images import read_image
 
     gray = read_image(tmp_path / "tiny-imagenet-200/train/n01629819/images/n01629819_0.JPEG")
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
@@ -418,7 +420,7 @@ def test_timm_models_train_under_lerac(name, options, tmp_path, folder):
 
 
 def test_timm_names_wrong_models_sizes_and_missing_weights(tmp_path, monkeypatch):
-    from lerac.models.timm_models import timm_model
+    from lerac.suite.models.timm_models import timm_model
 
     with pytest.raises(ConfigError, match="close names: .*convnext_atto"):
         timm_model("convnext_att", 10)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lerac.data.imagenet200 import WNIDS, read_wnids
+from lerac.suite.data.imagenet200 import WNIDS, read_wnids
 
 
 def write_image(path: Path, rng, size: tuple[int, int] = (64, 64), mode: str = "RGB") -> None:

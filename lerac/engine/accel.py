@@ -1,0 +1,173 @@
+"""The fast path of the training loop: precision, memory layout, compilation and the
+fused optimizer update, all chosen by ``trainer.*`` settings.
+
+The trainer makes one :class:`Accelerator`; each piece acts where it is visible:
+
+    accel = Accelerator.from_settings(settings, device)
+    with accel.backend_flags():                  # cuDNN autotuning, restored afterwards
+        model = accel.prepare(model)             # layout and compile, in place
+        optimizer = accel.prepare_optimizer(optimizer)  # maybe a Fused<Optimizer>
+        with accel.autocast():                   # in the training step and evaluation
+            logits = model(inputs)
+        loss = cross_entropy(logits.float(), targets)
+
+- ``trainer.precision``: ``fp32`` (default, the paper's numbers) or ``bf16``: the forward
+  runs under ``torch.autocast`` in bfloat16 and the trainer takes float32 logits from it,
+  so loss and metrics are computed in float32. Parameters and optimizer state stay
+  float32. bf16 needs no loss scaling.
+- ``trainer.channels_last``: ``auto`` or ``true`` (on CUDA, for models with 2D
+  convolutions) or ``false``. cuDNN's convolutions are fastest in NHWC; the first
+  convolution then hands NHWC activations on, so inputs need no conversion. Never on CPU:
+  there torch 2.14.1 computes wrong weight gradients for NHWC 1x1 stride-2 convolutions
+  with few channels (ResNet-18's downsample at width 2-4; checked against float64).
+- On CUDA ``torch.backends.cudnn.benchmark`` is on inside :meth:`Accelerator.backend_flags`:
+  every run has a few fixed input shapes, so the autotuning pays off after the first
+  batches; the previous setting comes back when the block ends.
+- ``trainer.compile``: ``false``, ``true`` (torch.compile with inductor) or a dynamo
+  backend name (``aot_eager``, ``eager``: for debugging). The model compiles in place
+  (``nn.Module.compile``, so its state_dict keys stay the same) and so does the optimizer
+  update (lerac/engine/optim.py); rates reach the compiled update as a tensor, so LeRaC's
+  per-step rates cause no recompiles.
+- ``trainer.fused_groups``: ``auto`` (default: on CUDA), ``true`` or ``false``: the
+  optimizer becomes its ``Fused`` subclass (lerac/engine/optim.py), whose step is one
+  multi-tensor update across all param groups, so LeRaC's one-group-per-layer costs no
+  more kernel launches than one group. On the CPU there are no launches to save and
+  PyTorch's own per-tensor step is faster (foreach ops there allocate their out-of-place
+  results), so ``auto`` keeps it. Under compile the update is always the fused one.
+  Optimizers without a fused update (or with options it does not cover) keep their own
+  step, with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from lerac.engine.optim import fuse_groups, unsupported
+from lerac.errors import ConfigError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+AUTO_TRUE_FALSE = ("auto", "true", "false")
+
+
+def check_settings(
+    precision: str, channels_last: Any, compile: Any, fused_groups: Any = "auto"
+) -> None:
+    """Refuse unknown values before any data is read."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision='{precision}' is not an option: use {' or '.join(PRECISIONS)}"
+        )
+    for name, value in (("channels_last", channels_last), ("fused_groups", fused_groups)):
+        if str(value).lower() not in AUTO_TRUE_FALSE:
+            raise ConfigError(f"trainer.{name}={value!r} is not an option: use auto, true or false")
+    if not isinstance(compile, (bool, str)) or compile == "":
+        raise ConfigError(
+            f"trainer.compile={compile!r} is not an option: use false, true or a torch.compile "
+            "backend name (e.g. aot_eager)"
+        )
+
+
+def compile_backend(compile: bool | str) -> str | None:
+    """The torch.compile backend ``trainer.compile`` asks for, or None."""
+    if compile is True or str(compile).lower() == "true":
+        return "inductor"
+    if compile is False or str(compile).lower() == "false":
+        return None
+    return str(compile)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """NHWC 4D weights, in place: the Parameter objects (and so param groups) stay."""
+    return model.to(memory_format=torch.channels_last)
+
+
+class Accelerator:
+    """Applies the fast-path settings to a model and an optimizer on ``device``.
+
+    ``backend`` overrides the torch.compile backend (tests pass a compile counter).
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        precision: str = "fp32",
+        compile: bool | str = False,
+        channels_last: Any = "auto",
+        fused_groups: Any = "auto",
+        backend: Any = None,
+    ) -> None:
+        check_settings(precision, channels_last, compile, fused_groups)
+        self.device = torch.device(device)
+        self.dtype = PRECISIONS[precision]
+        self.backend = backend if backend is not None else compile_backend(compile)
+        self.channels_last = str(channels_last).lower()
+        fused = str(fused_groups).lower()
+        self.fused_groups = fused == "true" or (fused == "auto" and self.device.type == "cuda")
+
+    @classmethod
+    def from_settings(cls, settings: Any, device: torch.device | str) -> Accelerator:
+        """From a :class:`lerac.engine.loop.TrainerSettings` (or any object with its fields)."""
+        return cls(
+            device,
+            precision=getattr(settings, "precision", "fp32"),
+            compile=getattr(settings, "compile", False),
+            channels_last=getattr(settings, "channels_last", "auto"),
+            fused_groups=getattr(settings, "fused_groups", "auto"),
+        )
+
+    def uses_channels_last(self, model: nn.Module) -> bool:
+        if self.channels_last == "false" or not any(
+            isinstance(m, nn.Conv2d) for m in model.modules()
+        ):
+            return False
+        if self.device.type != "cuda":
+            if self.channels_last == "true":
+                warnings.warn(
+                    "trainer.channels_last=true is ignored on the CPU (wrong NHWC gradients "
+                    "there, see lerac/engine/accel.py); it applies on CUDA",
+                    stacklevel=2,
+                )
+            return False
+        return True
+
+    def autocast(self) -> Any:
+        """The autocast context of ``trainer.precision`` (a no-op for fp32)."""
+        if self.dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @contextmanager
+    def backend_flags(self) -> Iterator[None]:
+        """Backend switches for the run's duration (cuDNN autotuning on CUDA)."""
+        before = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = before or self.device.type == "cuda"
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = before
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The same module, set up for the fast path (parameters keep their identity)."""
+        if self.uses_channels_last(model):
+            to_channels_last(model)
+        if self.backend is not None:
+            model.compile(backend=self.backend)
+        return model
+
+    def prepare_optimizer(self, optimizer: Optimizer) -> Optimizer:
+        """The optimizer to train with: this one, or its fused (and, under compile, compiled)
+        subclass built from the same groups."""
+        if not (self.fused_groups or self.backend is not None):
+            return optimizer
+        reason = unsupported(optimizer)
+        if reason:
+            warnings.warn(f"{reason}; the optimizer keeps its own step", stacklevel=2)
+            return optimizer
+        return fuse_groups(optimizer, compile_backend=self.backend)

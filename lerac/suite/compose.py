@@ -1,0 +1,40 @@
+"""Composing ``conf/`` as a run sees it, with the OmegaConf resolvers its files use
+registered in one place: ``${run_key:...}`` (a run's folder, lerac.engine.store),
+``${released:...}`` (the released code's recipe value, lerac.suite.protocol) and
+``${lerac_gpu:...}`` (a local multirun job's GPU, lerac.suite.gpus).
+
+Everything that composes ``conf/`` calls :func:`register_resolvers` first; the training
+entrypoint calls it when imported, because a launcher's job process imports it to run a
+job and resolves ``hydra.job.env_set`` (``${lerac_gpu:...}``) before the job starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from lerac.engine.store import run_key
+from lerac.suite.config import CONF_DIR
+from lerac.suite.gpus import gpu_for_job
+from lerac.suite.protocol import released_value
+
+
+def register_resolvers() -> None:
+    """Register the suite's resolvers (idempotent)."""
+    for name, resolver in (
+        ("run_key", run_key),
+        ("released", released_value),
+        ("lerac_gpu", gpu_for_job),
+    ):
+        OmegaConf.register_new_resolver(name, resolver, replace=True)
+
+
+def compose_config(overrides: Sequence[str] = (), hydra_config: bool = False) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides`` through Hydra's compose API, as a
+    run would see it (``hydra_config``: with the ``hydra`` node, as a multirun needs)."""
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)

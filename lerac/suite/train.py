@@ -1,0 +1,325 @@
+"""The one training entrypoint: ``python -m lerac.suite.train`` (or ``lerac-train``).
+
+Composes conf/train.yaml (groups model, dataset, regime, optimizer, logger, paths),
+builds each piece from its ``_target_``, trains, and leaves the run's files in
+``paths.output_dir/<dataset>_<model>_<regime>[_<tag>]_seed<N>``. A run whose directory
+already holds a completed metrics.json is skipped, so an interrupted sweep can simply be
+started again (``overwrite=true`` retrains); a run stopped in the middle (killed,
+preempted, SIGTERM) resumes from its last epoch's checkpoint. The config is validated
+(lerac/suite/validate.py) before anything is built; a user error prints one ``error: ...`` line
+and exits 2, an interruption exits 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from lerac.engine.checkpoint import Checkpoint, StopSignals
+from lerac.engine.loop import FitResult, NoLogger, Trainer
+from lerac.engine.settings import TrainerSettings, flatten
+from lerac.engine.store import (
+    CONFIG,
+    ERROR_LOG,
+    RunLock,
+    RunStore,
+    read_metrics,
+    run_group,
+    run_key,
+)
+from lerac.errors import ConfigError, CorruptDataError, LeRaCError, RunInterrupted
+from lerac.suite.build import build, build_data, build_model
+from lerac.suite.compose import register_resolvers
+from lerac.suite.config import CONF_DIR
+from lerac.suite.protocol import apply_protocol, prepare_model, prepare_splits, selected_on
+from lerac.suite.validate import validate
+
+# Settings that do not change what a run computes.
+BOOKKEEPING = (
+    "overwrite",
+    "trainer.progress",
+    "trainer.keep_checkpoint",
+    "logger",
+    "paths",
+    "hydra",
+    "grid",  # an experiment's grid blocks: a run shared by two tables is the same run
+)
+
+# A launcher's job process imports this module to run a job (module docstring of config).
+register_resolvers()
+log = logging.getLogger("lerac")
+EXIT_USER_ERROR = 2  # a config or data problem the user can fix (one `error:` line)
+EXIT_INTERRUPTED = 3  # SIGTERM/SIGUSR1/SIGUSR2: checkpointed, the same command resumes
+
+
+# Where the classes a run's config names moved when the package took its three wings: a
+# config.yaml saved before names the old module, and is the same run.
+MOVED_MODULES = {
+    "lerac.regimes.": "lerac.engine.regimes.",
+    "lerac.released.": "lerac.engine.released.",
+    "lerac.schedules.": "lerac.engine.schedules.",
+    "lerac.protocol.": "lerac.suite.protocol.",
+    "lerac.data.": "lerac.suite.data.",
+    "lerac.models.": "lerac.suite.models.",
+}
+
+
+def moved_target(value: Any) -> Any:
+    """A saved ``_target_`` under its module's present name."""
+    if isinstance(value, str):
+        for old, new in MOVED_MODULES.items():
+            if value.startswith(old):
+                return new + value[len(old) :]
+    return value
+
+
+def config_changes(saved: Path, cfg: DictConfig) -> list[str]:
+    """Settings that differ between a run's saved config and ``cfg`` (bookkeeping aside)."""
+    if not saved.is_file():
+        return []
+    old = flatten(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
+    old = {key: moved_target(value) for key, value in old.items()}
+    new = flatten(OmegaConf.to_container(cfg, resolve=True))
+    return sorted(
+        key
+        for key in old.keys() | new.keys()
+        if old.get(key) != new.get(key) and not key.startswith(BOOKKEEPING)
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def deterministic(enabled: bool) -> Iterator[None]:
+    """``trainer.deterministic``: PyTorch's deterministic algorithms (an error for an op
+    that has none), no cuDNN autotuning; the previous settings come back afterwards."""
+    if not enabled:
+        yield
+        return
+    # cuBLAS needs a fixed workspace to be deterministic (PyTorch "Reproducibility" notes).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
+def describe(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "dataset": cfg.dataset.id,
+        "model": cfg.model.id,
+        "regime": cfg.regime.id,
+        "optimizer": cfg.optimizer.id,
+        "schedule": cfg.schedule.id,
+        "seed": cfg.seed,
+        "tag": cfg.tag,
+    }
+
+
+def read_data(cfg: DictConfig, store: RunStore) -> Any:
+    """Build the data set; a file that cannot be read becomes one clear error (families
+    name the exact file with ``lerac.errors.reading``; this names the data set)."""
+    try:
+        return build_data(cfg)
+    except LeRaCError:
+        raise
+    except Exception as err:
+        root = err
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise CorruptDataError(
+            f"dataset={cfg.dataset.id} could not be read ({type(root).__name__}: {root}); a "
+            "file of it is damaged, partial or not in the expected format: fetch it again "
+            f"(paths.data_dir={cfg.paths.data_dir}; traceback in {store.dir / ERROR_LOG})"
+        ) from err
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train one run described by ``cfg`` into ``run_dir``, resuming from its checkpoint
+    when it holds one; return its metrics."""
+    cfg = apply_protocol(cfg)  # conf/protocol: the released code's values where asked
+    validate(cfg)  # one clear error before anything is built or read
+    settings = TrainerSettings.from_config(OmegaConf.to_container(cfg.trainer, resolve=True))
+    identity = describe(cfg)
+    key = run_key(identity["dataset"], identity["model"], identity["regime"], cfg.seed, cfg.tag)
+    previous = completed_run(cfg, run_dir, key)
+    if previous is not None:
+        return previous
+    regime, schedule = build(cfg.regime), build(cfg.schedule)
+    store = RunStore(run_dir)
+    with RunLock(store.dir), deterministic(settings.deterministic), StopSignals() as stop:
+        checkpoint = open_run(cfg, store)
+        metrics: dict[str, Any] = {**identity, "key": key, "status": "running"}
+        metrics["selected_on"] = selected_on(cfg)  # "test" only under protocol.selection
+        store.write_metrics(metrics)  # a killed run is listed, not invisible
+        logger: NoLogger = build(cfg.logger)
+        try:
+            trainer = Trainer(
+                settings, regime, schedule, store, logger, checkpoint, stop, cfg.seed, key
+            )
+            splits, result = build_and_fit(cfg, trainer, identity, key)
+        except BaseException as err:
+            record_failure(store, logger, metrics, err)
+            raise
+        finally:
+            store.close()
+        metrics.update(completed_metrics(result, splits))
+        store.write_metrics(metrics)
+        if not settings.keep_checkpoint:
+            checkpoint.prune()  # a grid of thousands of runs must not fill the disk
+    logger.finish(metrics)
+    log.info(
+        "%s: test acc %.2f%% (best val %.2f%% at epoch %d)",
+        key,
+        result.test_acc,
+        result.val_acc,
+        result.best_epoch,
+    )
+    return metrics
+
+
+def completed_run(cfg: DictConfig, run_dir: str | Path, key: str) -> dict[str, Any] | None:
+    """The metrics of the run if it is already completed (and not to be overwritten)."""
+    previous = read_metrics(run_dir)
+    if not (previous and previous.get("status") == "completed") or cfg.overwrite:
+        return None
+    log.info("%s is already completed in %s; skipped (overwrite=true retrains)", key, run_dir)
+    changed = config_changes(Path(run_dir) / CONFIG, cfg)
+    if changed:
+        warnings.warn(
+            f"{key} was trained with other settings ({', '.join(changed)}); its results "
+            "stand. Give the variant a tag=... or retrain with overwrite=true",
+            stacklevel=3,
+        )
+    return previous
+
+
+def open_run(cfg: DictConfig, store: RunStore) -> Checkpoint:
+    """The run's checkpoint, after refusing one made with other settings; the config the
+    run trains with is written beside it."""
+    checkpoint = Checkpoint(store.dir)
+    if cfg.overwrite:
+        checkpoint.prune()
+    elif checkpoint.exists() and (changed := config_changes(store.dir / CONFIG, cfg)):
+        raise ConfigError(
+            f"{store.dir} holds a checkpoint of this run with other settings "
+            f"({', '.join(changed)}); run again with overwrite=true to start afresh, or "
+            "give the variant a tag=..."
+        )
+    store.write_artifacts({CONFIG: OmegaConf.to_yaml(cfg, resolve=True)})
+    return checkpoint
+
+
+def build_and_fit(
+    cfg: DictConfig, trainer: Trainer, identity: dict[str, Any], key: str
+) -> tuple[Any, FitResult]:
+    """Data, model and optimizer from the config; trained by ``trainer``."""
+    store = trainer.store
+    seed_everything(cfg.seed)
+    splits = prepare_splits(read_data(cfg, store), cfg)
+    model = prepare_model(build_model(cfg.model, splits.num_classes, splits.input_spec), cfg)
+    make_optimizer = build(cfg.optimizer, _partial_=True)
+    group = run_group(identity["dataset"], identity["model"], identity["regime"], cfg.tag)
+    trainer.logger.start(OmegaConf.to_container(cfg, resolve=True), str(store.dir), key, group)
+    store.write_artifacts(splits.artifacts)
+    result = trainer.fit(model, splits, make_optimizer)
+    store.write_predictions(result.test_predictions, result.test_targets)
+    return splits, result
+
+
+def record_failure(
+    store: RunStore, logger: NoLogger, metrics: dict[str, Any], err: BaseException
+) -> None:
+    """metrics.json says how the run ended: interrupted (resumable) or failed (with the
+    traceback in error.log); every finished epoch stays on disk."""
+    interrupted = isinstance(err, (RunInterrupted, KeyboardInterrupt))
+    metrics.update(
+        status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}"
+    )
+    if not interrupted:
+        store.write_error(traceback.format_exc())
+    store.write_metrics(metrics)
+    logger.finish(metrics, failed=True)
+
+
+def completed_metrics(result: FitResult, splits: Any) -> dict[str, Any]:
+    return dict(
+        status="completed",
+        test_acc=round(result.test_acc, 4),
+        val_acc=round(result.val_acc, 4),
+        test_loss=round(result.test_loss, 6),
+        best_epoch=result.best_epoch,
+        epochs=result.epochs,
+        train_seconds=round(result.train_seconds, 3),
+        layers=len(result.layers),
+        params=sum(layer.numel for layer in result.layers),
+        data_sizes=splits.sizes(),
+        resumed_from_epoch=result.resumed_from_epoch,
+    )
+
+
+_failed_runs: list[str] = []
+
+
+def job(cfg: DictConfig) -> None:
+    """One run as a Hydra launcher calls it (``lerac-train``, a multirun, ``lerac.suite.grid``).
+
+    A module-level function of an imported module: a launcher that pickles its task
+    (submitit) sends a reference to ``lerac.suite.train.job``, never the function's globals."""
+    try:
+        train(cfg, HydraConfig.get().runtime.output_dir)
+    except LeRaCError as err:
+        # A problem the user can fix: one line, no traceback; a sweep goes on.
+        print(f"error: {err}", file=sys.stderr)
+        _failed_runs.append(str(err))
+    except RunInterrupted as err:
+        # Preempted: the sweep stops here; the same command resumes where it stopped.
+        print(
+            f"interrupted: {err}; the run keeps its last epoch's checkpoint, run the same "
+            "command again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    job(cfg)
+
+
+def main() -> None:
+    _failed_runs.clear()  # main() may be called more than once in a process (tests)
+    _hydra_main()
+    if _failed_runs:
+        sys.exit(EXIT_USER_ERROR)
+
+
+if __name__ == "__main__":
+    # `python -m lerac.suite.train` runs this file as __main__, whose functions a pickling
+    # launcher would send by value (with torch modules that cannot be pickled): train
+    # through the imported module instead, so every task is lerac.suite.train.job by name.
+    from lerac.suite.train import main as imported_main
+
+    imported_main()

@@ -1,0 +1,142 @@
+"""Check a composed config against a typed schema with ranges, before anything is built.
+
+Every problem becomes one :class:`ConfigError` naming the key, the value and the fix, so
+``python -m lerac.suite.train`` prints one ``error: ...`` line and exits 2 before any data is
+read. Rules apply to the keys a config has (a regime without ``k`` has no ``k`` rule);
+the keys every run needs are marked required. Constructors keep their own checks for
+callers that build them directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lerac.curriculum import UPDATES
+from lerac.engine.settings import (
+    TRAINER_RULES,
+    Rule,
+    check_values,
+    flatten,
+    non_negative,
+    open_unit,
+    positive,
+)
+from lerac.errors import ConfigError
+
+NUMPY_SEEDS = 2**32  # np.random.seed takes 0 .. 2**32 - 1
+
+
+RULES = (
+    Rule("seed", int, lambda v: 0 <= v < NUMPY_SEEDS, "an integer from 0 to 2**32 - 1", "0", True),
+    *TRAINER_RULES,
+    Rule("optimizer.lr", float, positive, "a positive learning rate", "0.1", True),
+    Rule("optimizer.momentum", float, lambda v: 0 <= v < 1, "in [0, 1)", "0.9"),
+    Rule("optimizer.weight_decay", float, non_negative, "zero or positive", "5e-4"),
+    Rule("regime.k", int, positive, "a positive number of epochs (Table 1: 5-7)", "5"),
+    Rule("regime.lr_first", float, positive, "a positive learning rate", "0.1"),
+    Rule("regime.lr_last", float, positive, "a positive learning rate", "1e-8"),
+    Rule("regime.c", float, lambda v: v > 1, "above 1 (the paper uses 10)", "10"),
+    Rule("regime.update", str, lambda v: v in UPDATES, "one of " + ", ".join(UPDATES), "step"),
+    Rule("regime.updates_per_epoch", int, positive, "a positive integer", "1"),
+    Rule("schedule.factor", float, open_unit, "in (0, 1) (the paper uses 0.1)", "0.1"),
+    Rule("schedule.patience", int, non_negative, "zero or more epochs", "5"),
+    Rule("schedule.warmup_epochs", float, non_negative, "zero or more epochs", "5"),
+    Rule("schedule.min_lr_ratio", float, lambda v: 0 <= v < 1, "in [0, 1)", "0.0"),
+    Rule("dataset.*_fraction", float, open_unit, "a fraction in (0, 1)", "0.1"),
+    Rule("dataset.split_seed", int, lambda v: 0 <= v < NUMPY_SEEDS, "from 0 to 2**32 - 1", "0"),
+)
+
+
+def check_relations(values: dict[str, Any]) -> None:
+    """Settings that are fine alone but not together."""
+    first, last, lr = values.get("regime.lr_first"), values.get("regime.lr_last"), None
+    if first is not None and last is not None and last > first:
+        raise ConfigError(
+            f"regime.lr_last={last:g} is above regime.lr_first={first:g}: the last layer must "
+            "start lowest; swap the two values (for deeper layers starting higher use "
+            "regime=anti_lerac)"
+        )
+    lr = values["optimizer.lr"]
+    if first is not None and first > lr * (1 + 1e-6):
+        raise ConfigError(
+            f"regime.lr_first={first:g} is above the base lr optimizer.lr={lr:g} every layer "
+            "rises to (Eq. 6); lower regime.lr_first or raise optimizer.lr"
+        )
+    k, epochs = values.get("regime.k"), values["trainer.max_epochs"]
+    if k is not None and k >= epochs:
+        raise ConfigError(
+            f"regime.k={k} is not below trainer.max_epochs={epochs}: the curriculum would "
+            f"never end; lower regime.k or raise trainer.max_epochs above {k}"
+        )
+
+
+def check_modality(cfg: DictConfig) -> None:
+    """A model and a data set of different kinds fail here, before any data is read."""
+    kind = cfg.dataset.get("modality", "image")
+    takes = list(cfg.model.get("modalities", ["image"]))
+    if kind not in takes:
+        raise ConfigError(
+            f"model={cfg.model.id} takes {' or '.join(takes)} data but dataset={cfg.dataset.id} "
+            f"is {kind} data; pick a {' or '.join(takes)} data set or a model for {kind} data "
+            "(docs/training.md lists both)"
+        )
+
+
+def check_data_dir(cfg: DictConfig) -> None:
+    """A data set key taken from ``paths.data_dir`` must name an existing folder."""
+    raw = OmegaConf.to_container(cfg.dataset, resolve=False)
+    for key, value in raw.items():
+        if isinstance(value, str) and "paths.data_dir" in value:
+            folder = Path(str(cfg.dataset[key]))
+            if not folder.is_dir():
+                raise ConfigError(
+                    f"dataset={cfg.dataset.id} not found: dataset.{key}={str(folder)!r} "
+                    f"(paths.data_dir={cfg.paths.data_dir!r}) is not a folder; point "
+                    "paths.data_dir (or LERAC_DATA_DIR) at the folder holding the data, or "
+                    f"fetch it: python scripts/fetch_data.py {cfg.dataset.id} --data-dir "
+                    f"{cfg.paths.data_dir}"
+                )
+
+
+def check_pretrained(cfg: DictConfig) -> None:
+    """``model.pretrained``: a local folder, or a hub id the cache holds when offline."""
+    source = cfg.model.get("pretrained")
+    if not source or not isinstance(source, str) or Path(source).expanduser().is_dir():
+        return
+    from lerac.suite.models.hub import PretrainedUnavailable, hub_offline, looks_like_hub_id
+
+    if not looks_like_hub_id(source):
+        raise PretrainedUnavailable(
+            f"model.pretrained={source!r}: the directory does not exist; point it at a "
+            "directory written by save_pretrained, or at a hub id such as microsoft/cvt-13"
+        )
+    if not hub_offline():
+        return  # the hub may answer; from_pretrained says so if it does not
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(source, "config.json"), str):
+        name = source.split("/")[-1]
+        raise PretrainedUnavailable(
+            f"model.pretrained={source!r} is not in the HuggingFace cache and HF_HUB_OFFLINE "
+            f"is set; on a machine with network access run `huggingface-cli download {source} "
+            f"--local-dir weights/{name}`, copy the folder here and set "
+            f"model.pretrained=weights/{name}"
+        )
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse a config that cannot run, with one message naming key, value and fix."""
+    run_keys = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    try:
+        values = flatten(OmegaConf.to_container(run_keys, resolve=True))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"the config does not resolve: {err}".replace("\n", "; ")) from None
+    check_values(values, RULES)
+    check_relations(values)
+    check_modality(cfg)
+    check_data_dir(cfg)
+    check_pretrained(cfg)
