@@ -16,7 +16,7 @@ from torch._dynamo.testing import CompileCounter
 from lerac.curriculum import LeRaC
 from lerac.engine.accel import Accelerator, to_channels_last
 from lerac.engine.batches import Splits, TensorLoader
-from lerac.engine.loop import fit, training_step
+from lerac.engine.loop import Trainer, training_step
 from lerac.engine.optim import fuse_groups, unsupported
 from lerac.engine.regimes import LearningRateCurriculum
 from lerac.engine.settings import TrainerSettings
@@ -187,12 +187,11 @@ def synthetic_splits(n: int = 48) -> Splits:
 def fit_tiny(**fast) -> tuple[float, list[torch.Tensor]]:
     model = small_cnn(num_classes=4)
     settings = TrainerSettings(max_epochs=2, batch_size=16, device="cpu", progress=False, **fast)
-    result = fit(
+    trainer = Trainer(settings, regime=LearningRateCurriculum(k=1, lr_first=0.05, lr_last=1e-6))
+    result = trainer.fit(
         model,
         synthetic_splits(),
         lambda groups: torch.optim.SGD(groups, lr=0.05, momentum=0.9, weight_decay=5e-4),
-        settings,
-        LearningRateCurriculum(k=1, lr_first=0.05, lr_last=1e-6),
     )
     return result.test_loss, [p.detach().clone() for p in model.parameters()]
 

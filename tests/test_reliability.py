@@ -310,12 +310,14 @@ def test_errors_raised_inside_instantiate_reach_the_user_unwrapped():
 def test_a_run_that_stopped_early_does_not_train_on_when_resumed(tmp_path):
     # A linear model at lr 1e-6 never improves: early stopping ends it after epoch 4. A
     # crash before metrics.json was written must not make the resume train epochs 5-12.
-    from lerac.engine.loop import fit
+    from lerac.engine.loop import Trainer
     from lerac.engine.regimes import Conventional
     from lerac.engine.settings import TrainerSettings
     from lerac.suite.data.digits import load_digits
 
-    settings = TrainerSettings(12, 256, "cpu", progress=False, early_stopping_patience=3)
+    settings = TrainerSettings(
+        max_epochs=12, batch_size=256, device="cpu", progress=False, early_stopping_patience=3
+    )
     checkpoint = Checkpoint(tmp_path)
 
     def run():
@@ -323,8 +325,8 @@ def test_a_run_that_stopped_early_does_not_train_on_when_resumed(tmp_path):
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
         store = RunStore(tmp_path)
         optimizer = lambda groups: torch.optim.SGD(groups, lr=1e-6)  # noqa: E731
-        result = fit(model, load_digits(), optimizer, settings, Conventional(), store=store,
-                     checkpoint=checkpoint)  # fmt: skip
+        trainer = Trainer(settings, regime=Conventional(), store=store, checkpoint=checkpoint)
+        result = trainer.fit(model, load_digits(), optimizer)
         store.close()
         return result
 

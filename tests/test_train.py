@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lerac.curriculum import initial_rates
-from lerac.engine.loop import TrainingDiverged, fit
+from lerac.engine.loop import Trainer, TrainingDiverged
 from lerac.engine.regimes import Conventional, LearningRateCurriculum
 from lerac.engine.schedules import ReduceOnPlateau
 from lerac.engine.settings import TrainerSettings
@@ -175,15 +175,13 @@ def flat_fit(regime, tmp_path, **settings):
         progress=False,
         early_stopping_patience=3,
     )
-    result = fit(
-        model,
-        load_digits(),
-        lambda groups: torch.optim.SGD(groups, lr=1e-6),
+    trainer = Trainer(
         TrainerSettings(**{**defaults, **settings}),
-        regime,
+        regime=regime,
         store=store,
         schedule=ReduceOnPlateau(patience=0),
     )
+    result = trainer.fit(model, load_digits(), lambda groups: torch.optim.SGD(groups, lr=1e-6))
     store.close()
     return result, read_csv(tmp_path / "history.csv")
 

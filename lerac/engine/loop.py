@@ -1,6 +1,6 @@
 """The training loop: a :class:`Trainer` and the collaborators it calls.
 
-    trainer = Trainer(settings, regime, schedule, store, logger, checkpoint, stop, seed)
+    trainer = Trainer(settings, regime=regime, schedule=schedule, store=store, seed=seed)
     result = trainer.fit(model, splits, make_optimizer)
 
 ``fit`` is four parts: :meth:`Trainer.setup` (device, loaders, layers, optimizer, the
@@ -211,6 +211,7 @@ class Trainer:
     def __init__(
         self,
         settings: TrainerSettings,
+        *,
         regime: Regime | None = None,
         schedule: Schedule | None = None,
         store: NoStore | None = None,
@@ -389,22 +390,3 @@ class Trainer:
             part.load_state_dict(state[name])
         set_rng_state(state["rng"])
         return run.progress.epoch
-
-
-def fit(
-    model: nn.Module,
-    splits: Splits,
-    make_optimizer: Callable[[list[dict[str, Any]]], Optimizer],
-    settings: TrainerSettings,
-    regime: Regime | None = None,
-    seed: int = 0,
-    store: NoStore | None = None,
-    logger: NoLogger | None = None,
-    desc: str = "train",
-    schedule: Schedule | None = None,
-    checkpoint: NoCheckpoint | None = None,
-    stop: NoStop | None = None,
-) -> FitResult:
-    """:meth:`Trainer.fit` in one call."""
-    trainer = Trainer(settings, regime, schedule, store, logger, checkpoint, stop, seed, desc)
-    return trainer.fit(model, splits, make_optimizer)

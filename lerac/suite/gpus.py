@@ -23,4 +23,3 @@ def gpu_for_job(job_num: int | str | None) -> str:
     """The GPU of job ``job_num``; '' (no GPU: the run trains on the CPU) when none."""
     gpus = visible_gpus()
     return gpus[int(job_num or 0) % len(gpus)] if gpus else ""
-

@@ -177,7 +177,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         logger: NoLogger = build(cfg.logger)
         try:
             trainer = Trainer(
-                settings, regime, schedule, store, logger, checkpoint, stop, cfg.seed, key
+                settings,
+                regime=regime,
+                schedule=schedule,
+                store=store,
+                logger=logger,
+                checkpoint=checkpoint,
+                stop=stop,
+                seed=cfg.seed,
+                desc=key,
             )
             splits, result = build_and_fit(cfg, trainer, identity, key)
         except BaseException as err:
