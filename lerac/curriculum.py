@@ -9,11 +9,13 @@ its base rate and any other scheduler may take over.
 Three update rules:
 - ``exponential``: Eq. 8, eta_j(l) = eta_j(0) * c ** (l/k * (log_c eta(k) - log_c eta_j(0))).
 - ``linear``: the linear variant of Table 5, eta_j(l) = eta_j(0) + l/k * (eta(k) - eta_j(0)).
-- ``step``: the released code's rule in short (CroitoruAlin/LeRaC, train/resnet_train.py
-  ``update_lr``; the exact recipe is regime=lerac_step, lerac/engine/released.py): initial rates
-  fall 10x per layer down to ``lr_last``; every ``step_every`` steps each rate is
-  multiplied by 10 while the result stays at or below the base rate, so each layer stops
-  rising at its own time. The curriculum ends when no rate can rise any more.
+- ``step``: the released code's rule (CroitoruAlin/LeRaC, train/resnet_train.py
+  ``update_lr``): initial rates fall 10x per layer down to ``lr_last``; every
+  ``step_every`` steps (or after each of the given ``update_points``) each rate is
+  multiplied by 10 while the result stays at or below the base rate (below ``cap_ratio``
+  x the base rate when given), so each layer stops rising at its own time. The curriculum
+  ends when no rate can rise any more. ``regime=lerac_step`` (lerac/engine/released.py)
+  runs this rule with the released code's start rates and update points.
 
 Rates are a closed form of the step index, so ``state_dict``/``load_state_dict`` of the
 plain ``LRScheduler`` restore a schedule anywhere in the middle.
@@ -21,7 +23,10 @@ plain ``LRScheduler`` restore a schedule anywhere in the middle.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
+from collections.abc import Iterable, Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -29,10 +34,11 @@ from torch.optim.lr_scheduler import LRScheduler
 from lerac.errors import ConfigError
 
 UPDATES = ("exponential", "linear", "step")
+SCOPES = ("all", "head")  # which layers start low under the released start rates
 # A param group's layer rank (0 = input): groups sharing one are one layer with one rate.
 RANK = "layer_rank"
 # Settings a saved state must share with the scheduler it is loaded into.
-CHOSEN = ("total_steps", "update", "c", "step_every", "start_lrs")
+CHOSEN = ("total_steps", "update", "c", "step_every", "update_points", "cap_ratio", "start_lrs")
 
 # The released code caps a rising rate "just above" the base rate; this tolerance keeps
 # 1e-8 * 10**7 == 1e-1 from failing the cap by a rounding error.
@@ -54,12 +60,28 @@ def initial_rates(
     return rates[::-1] if anti else rates
 
 
-def released_code_rates(
-    n_layers: int, lr_first: float, lr_last: float, anti: bool = False
+def released_start_rates(
+    n_layers: int,
+    lr_first: float,
+    floor: float,
+    head_lr: float | None = None,
+    hold: int = 0,
+    scope: str = "all",
 ) -> list[float]:
-    """The released code's initial rates: 10x lower per layer until the floor lr_last."""
-    rates = [max(lr_first * 10.0**-j, lr_last) for j in range(n_layers)]
-    return rates[::-1] if anti else rates
+    """The released code's rates at step 0: the first layer at ``lr_first``, each next one
+    10x lower, never below ``floor``; ``hold`` more layers keep ``lr_first`` before the
+    steps start; the last layer (the head) at ``head_lr`` when given. ``scope="head"``:
+    only the head starts low (at ``head_lr``, else ``floor``), every other layer at
+    ``lr_first`` (CroitoruAlin/LeRaC, experiments/*_experiments.py ``add_optimizer_params_lr``).
+    """
+    if scope not in SCOPES:
+        raise ConfigError(f"scope='{scope}' is not an option: choose one of {', '.join(SCOPES)}")
+    if n_layers == 0:
+        return []
+    if scope == "head":
+        return [lr_first] * (n_layers - 1) + [floor if head_lr is None else head_lr]
+    rates = [max(lr_first * 10.0 ** -max(0, j - hold), floor) for j in range(n_layers)]
+    return rates[:-1] + [rates[-1] if head_lr is None else head_lr]
 
 
 def start_rates(
@@ -73,7 +95,8 @@ def start_rates(
     """Each layer's rate at step 0 for an update rule: Eq. 6 for ``exponential`` and
     ``linear``, the released code's 10x steps for ``step``."""
     if update == "step":
-        return released_code_rates(n_layers, lr_first, lr_last, anti)
+        rates = released_start_rates(n_layers, lr_first, lr_last)
+        return rates[::-1] if anti else rates
     return initial_rates(n_layers, lr_first, lr_last, c, anti)
 
 
@@ -160,6 +183,11 @@ class LeRaC(LRScheduler):
         update: ``exponential`` (Eq. 8), ``linear`` (Table 5) or ``step`` (released code).
         anti: deeper layers start higher (anti-LeRaC, Table 11).
         step_every: steps between two x10 updates (``step`` only).
+        update_points: for ``step`` in place of ``step_every``: the step counts after which
+            the rates rise (the released code's per-epoch and in-epoch points), any
+            increasing iterable (an endless generator too: only the points needed are read).
+        cap_ratio: for ``step``: a rate rises while the result stays below ``cap_ratio`` x
+            its base rate (the released code's ``stop_lr``); None: at or below the base rate.
         start_lrs: each group's rate at step 0, in place of the rule's own (Eq. 6 or the
             released code's); the controls use it (one shared rate: warmup; LeRaC's rates
             in a shuffled order: lerac_shuffled). The rates still rise by ``update``.
@@ -181,6 +209,9 @@ class LeRaC(LRScheduler):
         step_every: int | None = None,
         start_lrs: list[float] | None = None,
         last_epoch: int = -1,
+        *,
+        update_points: Iterable[int] | None = None,
+        cap_ratio: float | None = None,
     ) -> None:
         check_settings(lr_first, lr_last, update, c)
         groups = optimizer.param_groups
@@ -188,20 +219,16 @@ class LeRaC(LRScheduler):
         n = max(positions) + 1
         targets = [g.get("initial_lr", g["lr"]) * g.get("lr_scale", 1.0) for g in groups]
         if start_lrs is None:
-            per_layer = start_rates(n, lr_first, lr_last, c, update, anti)
-        elif len(start_lrs) == n and all(rate > 0 for rate in start_lrs):
-            per_layer = [float(rate) for rate in start_lrs]
-        else:
-            raise ConfigError(
-                f"start_lrs needs one positive rate per param group, or per layer_rank where "
-                f"groups carry one ({n}), got {start_lrs}"
-            )
+            start_lrs = start_rates(n, lr_first, lr_last, c, update, anti)
+        per_layer = checked_start(start_lrs, n)
         start = [per_layer[i] for i in positions]
+        points: list[int] = []
         if update == "step":
-            if not step_every or step_every <= 0:
-                raise ConfigError("the 'step' update needs step_every > 0 (steps per x10 rise)")
-            rises = [x10_rises(r, t * (1 + _CAP_TOLERANCE)) for r, t in zip(start, targets)]
-            total_steps = max(rises) * step_every
+            cap = 1 + _CAP_TOLERANCE if cap_ratio is None else cap_ratio
+            rises = [x10_rises(r, t * cap) for r, t in zip(start, targets)]
+            points = rise_points(step_every, update_points, max(rises, default=0))
+            rises = [min(r, len(points)) for r in rises]  # a closed window stops the rise
+            total_steps = points[max(rises) - 1] if max(rises, default=0) else 0
         else:
             if total_steps is None or total_steps <= 0 or int(total_steps) != total_steps:
                 raise ConfigError(
@@ -223,6 +250,8 @@ class LeRaC(LRScheduler):
         self.update = update
         self.anti = anti
         self.step_every = step_every
+        self.update_points = points
+        self.cap_ratio = cap_ratio
         self.max_rises = rises
         super().__init__(optimizer, last_epoch)
 
@@ -260,7 +289,7 @@ class LeRaC(LRScheduler):
     def rates_at(self, step: int) -> list[float]:
         """The rate of every layer at optimizer step ``step`` (0 = before any update)."""
         if self.update == "step":
-            done = step // self.step_every
+            done = bisect.bisect_right(self.update_points, step)
             return [
                 start * 10.0 ** min(done, rises)
                 for start, rises in zip(self.start_lrs, self.max_rises)
@@ -272,6 +301,36 @@ class LeRaC(LRScheduler):
             return [s + t * (b - s) for s, b in zip(self.start_lrs, self.targets)]
         log = lambda x: math.log(x, self.c)  # noqa: E731 - Eq. 8 reads in log_c
         return [s * self.c ** (t * (log(b) - log(s))) for s, b in zip(self.start_lrs, self.targets)]
+
+
+def checked_start(start_lrs: Sequence[float], n_layers: int) -> list[float]:
+    """Explicit start rates: one positive rate per layer."""
+    if len(start_lrs) != n_layers or not all(rate > 0 for rate in start_lrs):
+        raise ConfigError(
+            f"start_lrs needs one positive rate per param group, or per layer_rank where "
+            f"groups carry one ({n_layers}), got {list(start_lrs)}"
+        )
+    return [float(rate) for rate in start_lrs]
+
+
+def rise_points(
+    step_every: int | None, update_points: Iterable[int] | None, needed: int
+) -> list[int]:
+    """The first ``needed`` step counts after which the ``step`` update raises the rates:
+    every ``step_every`` steps, or the given ``update_points`` (fewer when they end)."""
+    if (step_every is None) == (update_points is None):
+        raise ConfigError(
+            "the 'step' update needs step_every > 0 (steps per x10 rise) or update_points "
+            "(the steps after which the rates rise), not both"
+        )
+    if update_points is None:
+        if not isinstance(step_every, int) or step_every <= 0:
+            raise ConfigError(f"step_every must be a positive number of steps, got {step_every!r}")
+        return [step_every * (i + 1) for i in range(needed)]
+    points = list(itertools.islice(update_points, needed))
+    if any(b <= a for a, b in zip([0, *points], points)):
+        raise ConfigError(f"update_points must be increasing positive steps, got {points}")
+    return points
 
 
 def x10_rises(rate: float, cap: float) -> int:

@@ -43,6 +43,7 @@ from torch import nn
 
 from lerac.engine.accel import Accelerator
 from lerac.engine.loop import training_step
+from lerac.engine.rates import LearningRates
 from lerac.engine.regimes import Conventional, LearningRateCurriculum, Regime
 from lerac.layers import find_layers
 from lerac.suite.data.cifar import load_cifar
@@ -100,7 +101,7 @@ def cbs_regime() -> tuple[Regime, str]:
 class Side:
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    regime: Regime
+    rates: LearningRates
     accel: Accelerator
     times: list[float]
 
@@ -115,15 +116,18 @@ def make_side(build_model, regime: Regime, batch, device, total_steps: int, **ac
     optimizer = accelerator.prepare_optimizer(
         torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4)
     )
-    regime.start(optimizer, total_steps)
+    curriculum = regime.curriculum(optimizer, total_steps)
+    rates = LearningRates(
+        optimizer, curriculum=curriculum, steps_per_epoch=total_steps, max_epochs=2
+    )
     regime.on_epoch_start(0, model)
     model.train()
-    return Side(model, optimizer, regime, accelerator, [])
+    return Side(model, optimizer, rates, accelerator, [])
 
 
 def train_step(side: Side, batch, step: int) -> None:
-    """The trainer's own step (lerac.engine.loop.training_step), after the regime's rates."""
-    side.regime.before_step(step)
+    """The trainer's own step (lerac.engine.loop.training_step), after its rates are set."""
+    side.rates.before_step(step)
     training_step(side.model, side.optimizer, side.accel, batch[0], batch[1])
 
 

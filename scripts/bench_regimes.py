@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from lerac.engine.loop import resolve_device
+from lerac.engine.rates import LearningRates
 from lerac.engine.regimes import Conventional, CurriculumBySmoothing, LearningRateCurriculum
 from lerac.layers import find_layers
 from lerac.suite.models.resnet import ResNet18
@@ -35,13 +36,15 @@ def make_side(regime, args, device, batch):
     regime.on_epoch_start(0, model)  # CBS attaches its kernels here; the others do nothing
     groups = regime.param_groups(find_layers(model, batch[0]))
     optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=5e-4)
-    regime.start(optimizer, steps_per_epoch=args.warmup + args.steps)
-    return model, optimizer, regime
+    steps = args.warmup + args.steps
+    curriculum = regime.curriculum(optimizer, steps_per_epoch=steps)
+    rates = LearningRates(optimizer, curriculum=curriculum, steps_per_epoch=steps, max_epochs=2)
+    return model, optimizer, rates
 
 
 def timed_step(side, batch, step, device) -> tuple[float, float]:
     """Seconds for the whole step and for the optimizer update (rate update included)."""
-    model, optimizer, regime = side
+    model, optimizer, rates = side
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
@@ -50,7 +53,7 @@ def timed_step(side, batch, step, device) -> tuple[float, float]:
     loss.backward()
     sync()
     update_start = time.perf_counter()
-    regime.before_step(step)
+    rates.before_step(step)
     optimizer.step()
     sync()
     end = time.perf_counter()

@@ -18,6 +18,7 @@ from lerac.engine.accel import Accelerator, to_channels_last
 from lerac.engine.batches import Splits, TensorLoader
 from lerac.engine.loop import Trainer, training_step
 from lerac.engine.optim import fuse_groups, unsupported
+from lerac.engine.rates import LearningRates
 from lerac.engine.regimes import LearningRateCurriculum
 from lerac.engine.settings import TrainerSettings
 from lerac.errors import ConfigError
@@ -152,16 +153,17 @@ def test_compiled_training_steps_do_not_recompile_across_the_curriculum():
     groups = regime.param_groups(find_layers(model, x0))
     model = accel.prepare(model)
     optimizer = accel.prepare_optimizer(torch.optim.SGD(groups, lr=0.1, momentum=0.9))
-    regime.start(optimizer, steps_per_epoch=8)
+    curriculum = regime.curriculum(optimizer, steps_per_epoch=8)
+    rates = LearningRates(optimizer, curriculum=curriculum, steps_per_epoch=8, max_epochs=2)
     counts = []
     for step, (x, y) in enumerate(batches(8)):
-        regime.before_step(step)
+        rates.before_step(step)
         loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         counts.append(counter.frame_count)
-    assert regime.in_curriculum(7)
+    assert rates.in_curriculum(7)
     # The forward compiles at step 0, the update at step 1; then nothing, while every
     # step had new rates.
     assert counts[1] == counts[-1] and counts[-1] <= 3

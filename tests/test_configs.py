@@ -7,6 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lerac.engine.rates import LearningRates
 from lerac.engine.settings import TrainerSettings
 from lerac.engine.store import run_group
 from lerac.errors import ConfigError, LeRaCError
@@ -45,11 +46,17 @@ def test_every_regime_builds_and_starts_an_optimizer(option):
     optimizer = torch.optim.SGD(regime.param_groups(find_layers(model, torch.randn(2, 1, 8, 8))))
     for group in optimizer.param_groups:
         group["lr"] = 0.1
-    regime.start(optimizer, steps_per_epoch=4)
+    owner = LearningRates(
+        optimizer,
+        curriculum=regime.curriculum(optimizer, steps_per_epoch=4),
+        steps_per_epoch=4,
+        max_epochs=2,
+    )
+    owner.before_step(0)
     rates = [group["lr"] for group in optimizer.param_groups]
     # A curriculum starts some layers below the base rate; plain training and CBS do not.
     curriculum = option not in ("conventional", "cbs")
-    assert regime.in_curriculum(0) == curriculum
+    assert owner.in_curriculum(0) == curriculum
     assert max(rates) <= 0.1 * (1 + 1e-9) and (min(rates) < 0.1) == curriculum
 
 

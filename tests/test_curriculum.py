@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lerac.curriculum import LeRaC, initial_rates, released_code_rates
+from lerac.curriculum import LeRaC, initial_rates, released_start_rates
 from lerac.errors import ConfigError
 
 
@@ -87,7 +87,7 @@ def test_anti_lerac_starts_deeper_layers_higher():
 
 def test_step_update_follows_the_released_code():
     # 10x lower per layer down to the floor, then x10 every 3 steps while <= base.
-    assert released_code_rates(5, 1e-1, 1e-4) == pytest.approx([1e-1, 1e-2, 1e-3, 1e-4, 1e-4])
+    assert released_start_rates(5, 1e-1, 1e-4) == pytest.approx([1e-1, 1e-2, 1e-3, 1e-4, 1e-4])
     opt = optimizer_with_layers(5, lr=0.1)
     sched = LeRaC(opt, None, lr_first=1e-1, lr_last=1e-4, update="step", step_every=3)
     assert sched.total_steps == 9  # the floor needs 3 rises
@@ -103,6 +103,51 @@ def test_step_update_stops_below_the_cap_like_the_released_code():
     opt = optimizer_with_layers(5, lr=1e-4)
     sched = LeRaC(opt, None, lr_first=1e-4, lr_last=5e-8, update="step", step_every=1)
     assert sched.rates_at(100) == pytest.approx([1e-4, 1e-4, 1e-4, 1e-4, 5e-5])
+
+
+def test_step_update_at_given_points_and_with_the_released_cap():
+    # Points after 3, 5 and 9 steps: the rates rise at steps 3, 5, 9; three rises take the
+    # floor 1e-4 to the base 1e-1, so the curriculum ends at the third point.
+    opt = optimizer_with_layers(4, lr=0.1)
+    points = iter([3, 5, 9, 100])  # any iterable; only the points needed are read
+    sched = LeRaC(opt, None, 1e-1, 1e-4, update="step", update_points=points)
+    assert sched.total_steps == 9 and next(points) == 100
+    assert [exps(sched.rates_at(s))[-1] for s in (2, 3, 4, 5, 8, 9, 50)] == [
+        -4, -3, -3, -2, -2, -1, -1
+    ]  # fmt: skip
+    # A window that closes after one point stops every rate there.
+    closed = LeRaC(optimizer_with_layers(4), None, 1e-1, 1e-4, update="step", update_points=[2])
+    assert closed.total_steps == 2 and exps(closed.rates_at(10)) == [-1, -1, -2, -3]
+    # A rate 1.05x a power of ten below the base passes the base by 5% on its last rise:
+    # the released cap (stop_lr = 1.1 x base) lets it, the base alone does not.
+    for cap, last in ((None, 1.05e-2), (1.1, 1.05e-1)):
+        opt = optimizer_with_layers(1, lr=0.1)
+        one = LeRaC(opt, None, 0.1, 1e-3, update="step", step_every=1, start_lrs=[1.05e-3],
+                    cap_ratio=cap)  # fmt: skip
+        assert one.rates_at(10) == pytest.approx([last], rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({}, "step_every > 0"),
+        ({"step_every": 2, "update_points": [2]}, "not both"),
+        ({"update_points": [2, 2, 5]}, "increasing"),
+        ({"step_every": 0}, "positive number of steps"),
+    ],
+)
+def test_the_step_update_needs_one_kind_of_points(kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        LeRaC(optimizer_with_layers(3), None, 1e-1, 1e-3, update="step", **kwargs)
+
+
+def test_the_released_regime_runs_the_core_step_rule():
+    from lerac.engine.released import StepCurriculum
+
+    regime = StepCurriculum(lr_first=1e-1, floor=1e-4, units="module")
+    curriculum = regime.curriculum(optimizer_with_layers(4), steps_per_epoch=5)
+    assert isinstance(curriculum, LeRaC) and curriculum.update == "step"
+    assert curriculum.update_points == [5, 10, 15] and curriculum.cap_ratio == 1.1
 
 
 def test_state_round_trip_in_the_middle_of_the_curriculum():

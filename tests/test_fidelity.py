@@ -5,12 +5,15 @@ protocol keys, and real ResNet-18 runs on CIFAR-format data through the entrypoi
 import csv
 import json
 import warnings
+from dataclasses import dataclass
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lerac.engine.released import MultiStep, StepCurriculum
+from lerac.engine.rates import LearningRates
+from lerac.engine.released import StepCurriculum
+from lerac.engine.schedules import MultiStep
 from lerac.errors import ConfigError
 from lerac.layers import find_layers
 from lerac.suite.build import build
@@ -73,18 +76,22 @@ def started(cfg, steps_per_epoch):
     model = ResNet18(num_classes=10, width=4)
     units = regime.units(find_layers(model, torch.randn(2, 3, 32, 32)), model)
     optimizer = build(cfg.optimizer, _partial_=True)(regime.param_groups(units))
-    regime.start(optimizer, steps_per_epoch)
-    schedule.start(optimizer, steps_per_epoch, cfg.trainer.max_epochs, regime.curriculum_steps)
-    return regime, schedule, optimizer, [u.name for u in units]
+    rates = LearningRates(
+        optimizer,
+        curriculum=regime.curriculum(optimizer, steps_per_epoch),
+        schedule=schedule,
+        steps_per_epoch=steps_per_epoch,
+        max_epochs=cfg.trainer.max_epochs,
+    )
+    return rates, optimizer, [u.name for u in units]
 
 
-def rates_by_epoch(regime, schedule, optimizer, epochs, steps_per_epoch):
+def rates_by_epoch(owner, optimizer, epochs, steps_per_epoch):
     """Each epoch's rates per unit; asserts they stay the same inside the epoch."""
     seen, step = {}, 0
     for epoch in range(1, epochs + 1):
         for batch in range(steps_per_epoch):
-            regime.before_step(step)
-            schedule.before_step(step)
+            owner.before_step(step)
             rates = [g["lr"] for g in optimizer.param_groups]
             if batch == 0:
                 seen[epoch] = rates
@@ -111,10 +118,10 @@ def test_released_protocol_gives_resnet18_the_released_rates_for_200_epochs(
     )
     assert cfg.schedule.id == "multistep" and cfg.trainer.max_epochs == 200
     assert cfg.trainer.early_stopping_patience == 200  # never reached
-    regime, schedule, optimizer, names = started(cfg, steps_per_epoch=3)
+    owner, optimizer, names = started(cfg, steps_per_epoch=3)
     assert names == UNITS
-    assert regime.curriculum_steps == (max(curriculum) - 1) * 3  # the last rise
-    check_table(rates_by_epoch(regime, schedule, optimizer, 200, 3), table(curriculum, milestone))
+    assert owner.curriculum_steps == (max(curriculum) - 1) * 3  # the last rise
+    check_table(rates_by_epoch(owner, optimizer, 200, 3), table(curriculum, milestone))
 
 
 @pytest.mark.parametrize(
@@ -122,10 +129,10 @@ def test_released_protocol_gives_resnet18_the_released_rates_for_200_epochs(
 )
 def test_regime_lerac_step_alone_gives_the_released_curriculum(dataset, curriculum):
     cfg = compose_config(["regime=lerac_step", f"dataset={dataset}"])
-    regime, schedule, optimizer, names = started(cfg, steps_per_epoch=4)
+    owner, optimizer, names = started(cfg, steps_per_epoch=4)
     assert names == UNITS and cfg.schedule.id == "plateau"  # the paper's after it
-    check_table(rates_by_epoch(regime, schedule, optimizer, max(curriculum), 4), curriculum)
-    assert not regime.in_curriculum(regime.curriculum_steps)
+    check_table(rates_by_epoch(owner, optimizer, max(curriculum), 4), curriculum)
+    assert not owner.in_curriculum(owner.curriculum_steps)
 
 
 def test_four_updates_per_epoch_at_the_released_batches_tiny_imagenet():
@@ -133,17 +140,17 @@ def test_four_updates_per_epoch_at_the_released_batches_tiny_imagenet():
     # 1e-1 x 1e-7 = 1e-8), update_per_epoch 4. With L = 10 batches the in-epoch points are
     # after batches 10//4 = 2, 10//2 = 5 and 3*10//4 = 7, then the end of the epoch (10).
     cfg = compose_config(["regime=lerac_step", "dataset=tiny_imagenet"])
-    regime, schedule, optimizer, _ = started(cfg, steps_per_epoch=10)
+    owner, optimizer, _ = started(cfg, steps_per_epoch=10)
     start = [-1, -2, -3, -4, -5, -6, -7, -8, -8, -8]
     updates_before = {0: 0, 1: 0, 2: 1, 4: 1, 5: 2, 6: 2, 7: 3, 9: 3, 10: 4, 12: 5, 15: 6}
     for step in range(16):
-        regime.before_step(step)
+        owner.before_step(step)
         if step in updates_before:
             done = updates_before[step]
             expected = [10.0 ** min(a + done, -1) for a in start]
             assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(expected), step
     # The 7 rises of the 1e-8 units end with the 7th point: after batch 7 of epoch 2.
-    assert regime.curriculum_steps == 17
+    assert owner.curriculum_steps == 17
 
 
 def test_protocol_released_lerac_is_regime_lerac_step():
@@ -155,24 +162,39 @@ def test_protocol_released_lerac_is_regime_lerac_step():
     assert a == b
 
 
+@dataclass
+class HeldRates:
+    """A curriculum (lerac.engine.rates.Curriculum) holding ``rates`` for ``total_steps``."""
+
+    total_steps: int
+    rates: list[float]
+
+    def rates_at(self, step: int) -> list[float]:
+        return list(self.rates)
+
+
 def test_multistep_divides_only_rates_above_the_threshold_after_the_curriculum():
     layer = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD([{"params": [layer.weight]}, {"params": [layer.bias]}], lr=0.1)
+    ends = HeldRates(total_steps=2, rates=[0.1, 1e-4])  # the rates a curriculum ended on
     schedule = MultiStep([3, 5], above=1e-4)
-    schedule.start(optimizer, steps_per_epoch=2, max_epochs=6, curriculum_steps=2)
-    optimizer.param_groups[1]["lr"] = 1e-4  # a rate the released rule leaves alone
+    owner = LearningRates(
+        optimizer, curriculum=ends, schedule=schedule, steps_per_epoch=2, max_epochs=6
+    )
     seen = []
     for step in range(12):
-        schedule.before_step(step)
+        owner.before_step(step)
         seen.append([g["lr"] for g in optimizer.param_groups])
     # Epochs 1-2 at 0.1; the start of epoch 3 (step 4): /10; of epoch 5 (step 8): /10.
     assert seen[0] == [0.1, 1e-4] and seen[3] == [0.1, 1e-4]
     assert seen[4] == pytest.approx([1e-2, 1e-4]) and seen[8] == pytest.approx([1e-3, 1e-4])
     state = schedule.state_dict()
     again = MultiStep([3, 5], above=1e-4)
-    again.start(optimizer, 2, 6, 2)
-    again.load_state_dict(state)
-    again.before_step(9)
+    owner = LearningRates(
+        optimizer, curriculum=ends, schedule=again, steps_per_epoch=2, max_epochs=6
+    )
+    owner.load_state_dict(state)
+    owner.before_step(9)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-3, 1e-4])
 
 
@@ -192,12 +214,17 @@ def test_bert_scope_only_the_head_starts_low_and_rises_after_every_epoch():
     )
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
     optimizer = torch.optim.Adamax([{"params": [p]} for p in params], lr=5e-5)
-    regime.start(optimizer, steps_per_epoch=2)
+    owner = LearningRates(
+        optimizer,
+        curriculum=regime.curriculum(optimizer, steps_per_epoch=2),
+        steps_per_epoch=2,
+        max_epochs=5,
+    )
     by_epoch = {1: 5e-8, 2: 5e-7, 3: 5e-6, 4: 5e-5, 5: 5e-5}
     for epoch, head in by_epoch.items():
-        regime.before_step((epoch - 1) * 2)
+        owner.before_step((epoch - 1) * 2)
         assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([5e-5, 5e-5, head])
-    assert regime.curriculum_steps == 6
+    assert owner.curriculum_steps == 6
 
 
 def test_block_units_on_a_transformer_name_blocks_and_merged_leaves():
@@ -395,7 +422,7 @@ def test_rate_units_alone_gives_the_paper_curriculum_one_rate_per_block():
 
     cfg = apply_protocol(compose_config(["protocol=rate_units", "dataset=cifar10"]))
     assert cfg.regime._target_ == "lerac.engine.regimes.LearningRateCurriculum"
-    regime, _, optimizer, names = started(cfg, steps_per_epoch=2)
+    _, optimizer, names = started(cfg, steps_per_epoch=2)
     assert names == UNITS  # 10 units, Eq. 6 spread over them from 1e-1 to 1e-8
     rates = [g["lr"] for g in optimizer.param_groups]
     assert rates == pytest.approx(initial_rates(10, 1e-1, 1e-8), rel=1e-9)

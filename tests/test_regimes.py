@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lerac.curriculum import LeRaC, initial_rates
+from lerac.engine.rates import LearningRates
 from lerac.engine.regimes import LearningRateCurriculum, ShuffledLearningRateCurriculum, Warmup
 from lerac.errors import ConfigError
 from lerac.layers import Layer
@@ -30,14 +31,17 @@ def started(regime, n_layers=5, lr=0.1, steps_per_epoch=4):
     """``regime`` started on an SGD over ``n_layers`` one-layer param groups."""
     layers = [Layer(f"l{i}", tuple(nn.Linear(2, 2).parameters())) for i in range(n_layers)]
     optimizer = torch.optim.SGD(regime.param_groups(layers), lr=lr)
-    regime.start(optimizer, steps_per_epoch)
-    return optimizer
+    curriculum = regime.curriculum(optimizer, steps_per_epoch)
+    owner = LearningRates(
+        optimizer, curriculum=curriculum, steps_per_epoch=steps_per_epoch, max_epochs=10
+    )
+    return owner, optimizer
 
 
-def rates_per_step(regime, optimizer, steps):
+def rates_per_step(owner, optimizer, steps):
     out = []
     for step in range(steps):
-        regime.before_step(step)
+        owner.before_step(step)
         out.append([g["lr"] for g in optimizer.param_groups])
         optimizer.step()  # no gradients: changes nothing, keeps the step order PyTorch expects
     return out
@@ -46,12 +50,13 @@ def rates_per_step(regime, optimizer, steps):
 def test_warmup_follows_eq8_from_one_shared_rate_by_hand():
     # lr_start 1e-4 to 0.1 over k = 1 epoch of 4 steps: exponent -4 + 3 * l / 4.
     regime = Warmup(k=1, lr_start=1e-4)
-    seen = rates_per_step(regime, started(regime), 7)
+    owner, optimizer = started(regime)
+    seen = rates_per_step(owner, optimizer, 7)
     by_hand = [10 ** (-4 + 3 * step / 4) for step in range(5)] + [0.1, 0.1]
     for step, rates in enumerate(seen):
         assert len(set(rates)) == 1, step  # no layer ahead of another, at every step
         assert rates[0] == pytest.approx(by_hand[step], rel=1e-9), step
-    assert regime.curriculum_steps == 4 and not regime.in_curriculum(4)
+    assert owner.curriculum_steps == 4 and not owner.in_curriculum(4)
 
 
 def test_warmup_is_lerac_curve_of_a_layer_started_at_the_same_rate():
@@ -59,15 +64,15 @@ def test_warmup_is_lerac_curve_of_a_layer_started_at_the_same_rate():
     # warmup's, step by step.
     lerac = LearningRateCurriculum(k=2, lr_first=0.1, lr_last=1e-4)
     warmup = Warmup(k=2, lr_start=1e-4)
-    lerac_rates = rates_per_step(lerac, started(lerac), 10)
-    warmup_rates = rates_per_step(warmup, started(warmup), 10)
+    lerac_rates = rates_per_step(*started(lerac), 10)
+    warmup_rates = rates_per_step(*started(warmup), 10)
     for lerac_step, warmup_step in zip(lerac_rates, warmup_rates):
         assert warmup_step == pytest.approx([lerac_step[-1]] * 5, rel=1e-12)
 
 
 def test_warmup_linear_rises_linearly_by_hand():
     regime = Warmup(k=1, lr_start=1e-4, update="linear")
-    seen = rates_per_step(regime, started(regime), 6)
+    seen = rates_per_step(*started(regime), 6)
     for step, rates in enumerate(seen):
         expected = 1e-4 + min(step, 4) / 4 * (0.1 - 1e-4)
         assert rates == pytest.approx([expected] * 5, rel=1e-12), step
@@ -78,7 +83,7 @@ def test_shuffled_uses_lerac_rates_in_another_order_fixed_by_the_seed():
 
     def start(seed):
         regime = ShuffledLearningRateCurriculum(order_seed=seed, k=1, lr_first=0.1, lr_last=1e-8)
-        return [g["lr"] for g in started(regime, n_layers=12).param_groups]
+        return [g["lr"] for g in started(regime, n_layers=12)[1].param_groups]
 
     first = start(0)
     assert sorted(first) == pytest.approx(sorted(lerac_start), rel=1e-12)  # same multiset
@@ -90,16 +95,16 @@ def test_shuffled_uses_lerac_rates_in_another_order_fixed_by_the_seed():
 def test_shuffled_never_keeps_lerac_order_even_with_two_layers():
     for seed in range(10):  # half of the plain draws of 2 layers would be the identity
         regime = ShuffledLearningRateCurriculum(order_seed=seed, k=1, lr_first=0.1, lr_last=1e-3)
-        assert [g["lr"] for g in started(regime, n_layers=2).param_groups] == pytest.approx(
+        assert [g["lr"] for g in started(regime, n_layers=2)[1].param_groups] == pytest.approx(
             [1e-3, 0.1]
         )
 
 
 def test_shuffled_rates_rise_to_the_base_rate_by_eq8():
     regime = ShuffledLearningRateCurriculum(order_seed=3, k=1, lr_first=0.1, lr_last=1e-4)
-    optimizer = started(regime)
+    owner, optimizer = started(regime)
     start = [g["lr"] for g in optimizer.param_groups]
-    seen = rates_per_step(regime, optimizer, 6)
+    seen = rates_per_step(owner, optimizer, 6)
     for step, rates in enumerate(seen):
         t = min(step, 4) / 4
         assert rates == pytest.approx([s * (0.1 / s) ** t for s in start], rel=1e-9), step

@@ -10,8 +10,9 @@ fast path, resume), :meth:`Trainer.train_epoch` (the steps), :meth:`Trainer.end_
 :func:`training_step`, the hot path in a few lines.
 
 Each collaborator has one job and a do-nothing default, so the loop has no ``if x is
-not None``: the regime (rates during the curriculum; :class:`~lerac.engine.regimes.Regime`),
-the schedule after it (reduce-on-plateau by default, paper 4.2), the store (the run's
+not None``: the regime (rate units, param groups, the curriculum; :class:`~lerac.engine.
+regimes.Regime`), the schedule after it (reduce-on-plateau by default, paper 4.2), both
+behind one owner of the rates (:class:`~lerac.engine.rates.LearningRates`), the store (the run's
 files; :class:`~lerac.engine.store.NoStore`), the logger (W&B; ``NoLogger``), the checkpoint
 (resume; :class:`~lerac.engine.checkpoint.NoCheckpoint`), the stop signals (SIGTERM/SIGUSR1/
 SIGUSR2 end the run at the next step boundary; :class:`~lerac.engine.checkpoint.NoStop`) and
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 from lerac.engine.accel import Accelerator
 from lerac.engine.batches import Splits, TensorLoader
 from lerac.engine.checkpoint import NoCheckpoint, NoStop, rng_state, set_rng_state
+from lerac.engine.rates import LearningRates
 from lerac.engine.regimes import Conventional, Regime
 from lerac.engine.schedules import ReduceOnPlateau, Schedule
 from lerac.engine.settings import TrainerSettings
@@ -191,15 +193,16 @@ class Run:
     val_loader: TensorLoader
     test_loader: TensorLoader
     progress: Progress
+    rates: LearningRates
     resumed_from: int = 0
 
-    def parts(self, regime: Regime, schedule: Schedule) -> dict[str, Any]:
+    def parts(self, regime: Regime) -> dict[str, Any]:
         """What a checkpoint holds, by name; each part has state_dict/load_state_dict."""
         return dict(
             model=self.model,
             optimizer=self.optimizer,
             regime=regime,
-            schedule=schedule,
+            schedule=self.rates,
             train_loader=self.train_loader,
             progress=self.progress,
         )
@@ -266,13 +269,17 @@ class Trainer:
         layers = self.regime.units(find_layers(model, next(iter(val_loader))[0]), model)
         model = self.accel.prepare(model)
         optimizer = self.accel.prepare_optimizer(make_optimizer(self.regime.param_groups(layers)))
-        self.regime.start(optimizer, len(train_loader))
-        initial_lrs = layer_rates(layers, optimizer)  # step 0's, before a checkpoint moves them
-        self.schedule.start(
-            optimizer, len(train_loader), s.max_epochs, self.regime.curriculum_steps
+        rates = LearningRates(
+            optimizer,
+            curriculum=self.regime.curriculum(optimizer, len(train_loader)),
+            schedule=self.schedule,
+            steps_per_epoch=len(train_loader),
+            max_epochs=s.max_epochs,
         )
+        rates.before_step(0)
+        initial_lrs = layer_rates(layers, optimizer)  # step 0's, before a checkpoint moves them
         progress = Progress(s.early_stopping_patience)
-        run = Run(model, optimizer, layers, train_loader, val_loader, test_loader, progress)
+        run = Run(model, optimizer, layers, train_loader, val_loader, test_loader, progress, rates)
         run.resumed_from = self.resume(run)
         self.store.start(
             layers,
@@ -315,10 +322,9 @@ class Trainer:
                     f"{self.stop.name()} received in epoch {run.progress.epoch + 1}"
                 )
             step = run.progress.step
-            self.regime.before_step(step)
-            self.schedule.before_step(step)
+            run.rates.before_step(step)
             # Every step while the rates move and the one where they arrive, then per epoch.
-            if batch == 0 or self.regime.in_curriculum(step - 1):
+            if batch == 0 or run.rates.in_curriculum(step - 1):
                 self.store.log_lrs(step, run.optimizer)
             loss, logits = training_step(run.model, run.optimizer, self.accel, inputs, targets)
             run.progress.step += 1
@@ -353,8 +359,7 @@ class Trainer:
         improved = run.progress.end_epoch(row, val_acc, run.model)
         self.store.log_epoch(row)
         self.logger.log({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
-        if not self.regime.in_curriculum(run.progress.step):
-            self.schedule.after_epoch(val_loss)
+        if run.rates.after_epoch(run.progress.step, val_loss):  # past the curriculum
             run.progress.count_stale(improved)
         self.checkpoint.save(self.snapshot(run))
 
@@ -378,7 +383,7 @@ class Trainer:
         )
 
     def snapshot(self, run: Run) -> dict[str, Any]:
-        parts = run.parts(self.regime, self.schedule)
+        parts = run.parts(self.regime)
         return {name: part.state_dict() for name, part in parts.items()} | {"rng": rng_state()}
 
     def resume(self, run: Run) -> int:
@@ -386,7 +391,7 @@ class Trainer:
         state = self.checkpoint.load()
         if state is None:
             return 0
-        for name, part in run.parts(self.regime, self.schedule).items():
+        for name, part in run.parts(self.regime).items():
             part.load_state_dict(state[name])
         set_rng_state(state["rng"])
         return run.progress.epoch

@@ -6,13 +6,11 @@ The loop (lerac/engine/loop.py) calls a regime at fixed points:
   units(layers, model)          which layers share a rate (lerac/units.py; default: each
                                 layer its own); layers.csv has one row per unit
   param_groups(layers)          how the optimizer groups parameters
-  start(optimizer, steps)       once, before the first step
+  curriculum(optimizer, steps)  once, before the first step: the curriculum of rates
+                                (lerac.LeRaC), or None; lerac/engine/rates.py sets its
+                                rates while it lasts, then hands over to the schedule
   on_epoch_start(epoch, model)  at the start of every epoch, counted from 0 (CBS changes
                                 the model here)
-  before_step(step)             before every optimizer step (LeRaC sets the rates here)
-  in_curriculum(step)           while True, the schedule (reduce-on-plateau, cosine) and
-                                early stopping wait; they take over after
-  curriculum_steps              optimizer steps the curriculum lasts (0: none)
   epoch_log()                   the regime's own values for this epoch's history row
                                 (CBS: its sigma); the loop writes them without knowing them
   state_dict() / load_state_dict(state)   what a checkpoint keeps of the regime
@@ -47,21 +45,11 @@ class Regime:
     def prepare(self, model: nn.Module) -> None:
         pass
 
-    def start(self, optimizer: Optimizer, steps_per_epoch: int) -> None:
-        pass
+    def curriculum(self, optimizer: Optimizer, steps_per_epoch: int) -> LeRaC | None:
+        return None
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
         pass
-
-    def before_step(self, step: int) -> None:
-        pass
-
-    def in_curriculum(self, step: int) -> bool:
-        return False
-
-    @property
-    def curriculum_steps(self) -> int:
-        return 0
 
     def epoch_log(self) -> dict[str, Any]:
         return {}
@@ -126,7 +114,6 @@ class LearningRateCurriculum(PerUnitRates, Regime):
             raise ConfigError(f"regime.updates_per_epoch must be positive, got {updates_per_epoch}")
         self.k, self.lr_first, self.lr_last, self.c = k, lr_first, lr_last, c
         self.update, self.anti, self.updates_per_epoch = update, anti, updates_per_epoch
-        self.scheduler: LeRaC | None = None
         self.unit_kind = units
 
     def start_lrs(self, n_layers: int) -> list[float] | None:
@@ -134,8 +121,8 @@ class LearningRateCurriculum(PerUnitRates, Regime):
         code's). The controls below override it."""
         return None
 
-    def start(self, optimizer: Optimizer, steps_per_epoch: int) -> None:
-        self.scheduler = LeRaC(
+    def curriculum(self, optimizer: Optimizer, steps_per_epoch: int) -> LeRaC:
+        return LeRaC(
             optimizer,
             total_steps=self.k * steps_per_epoch,
             lr_first=self.lr_first,
@@ -146,25 +133,6 @@ class LearningRateCurriculum(PerUnitRates, Regime):
             step_every=max(1, steps_per_epoch // self.updates_per_epoch),
             start_lrs=self.start_lrs(len(optimizer.param_groups)),
         )
-
-    def before_step(self, step: int) -> None:
-        # The scheduler set step 0's rates when it was built; advance it to ``step``.
-        assert self.scheduler is not None, "start() must run before the first step"
-        while self.scheduler.last_epoch < min(step, self.scheduler.total_steps):
-            self.scheduler.step()
-
-    def in_curriculum(self, step: int) -> bool:
-        return self.scheduler is not None and step < self.scheduler.total_steps
-
-    @property
-    def curriculum_steps(self) -> int:
-        return self.scheduler.total_steps if self.scheduler is not None else 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"scheduler": self.scheduler.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.scheduler.load_state_dict(state["scheduler"])
 
 
 class Smoothed:

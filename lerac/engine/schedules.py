@@ -1,16 +1,17 @@
-"""The learning-rate schedule that runs after the curriculum (group ``schedule``).
+"""The learning-rate schedule after the curriculum (group ``schedule``).
 
-A regime's curriculum owns the rates while it lasts (``regime.curriculum_steps`` optimizer
-steps; 0 for the conventional regime). Then a schedule takes over:
+A schedule is told once where the curriculum ends (``start``), then gives the rates of
+every step from there on (``rates_at``; None leaves the rates as they are) and sees each
+later epoch's validation loss (``after_epoch``). It never runs during the curriculum:
+:class:`lerac.engine.rates.LearningRates` hands over to it.
 
-- :class:`ReduceOnPlateau` (``schedule=plateau``): lr x ``factor`` when the validation
-  loss has not improved for ``patience`` epochs; the paper's conventional regime (4.2).
-- :class:`WarmupCosine` (``schedule=warmup_cosine``): linear warmup then cosine annealing
-  per step, CvT's own schedule (paper 6.2). Under a curriculum the curriculum replaces the
-  warmup and the cosine part starts at its end, as the paper does for CvT.
-
-Both are closed forms of (step, validation losses seen), so a checkpoint restores them
-exactly with ``state_dict``/``load_state_dict``.
+- :class:`ReduceOnPlateau` (``schedule=plateau``): lr x ``factor`` when the validation loss
+  has not improved for ``patience`` epochs; the paper's conventional regime (4.2).
+- :class:`WarmupCosine` (``schedule=warmup_cosine``): linear warmup then cosine annealing per
+  step, CvT's own schedule (paper 6.2). A curriculum replaces the warmup and the cosine
+  starts at its end, as the paper does for CvT.
+- :class:`MultiStep` (``schedule=multistep``): the released code's division at fixed epochs.
+- :class:`Schedule` (``schedule=constant``): the rates the curriculum ended on.
 """
 
 from __future__ import annotations
@@ -25,16 +26,18 @@ from lerac.errors import ConfigError
 
 
 class Schedule:
-    """Hooks the loop calls; the default changes nothing."""
+    """Constant rates after the curriculum; the base of every schedule."""
 
     def start(
-        self, optimizer: Optimizer, steps_per_epoch: int, max_epochs: int, curriculum_steps: int
+        self, optimizer: Optimizer, *, steps_per_epoch: int, max_epochs: int, curriculum_steps: int
     ) -> None:
         self.optimizer = optimizer
+        self.steps_per_epoch, self.max_epochs = steps_per_epoch, max_epochs
         self.curriculum_steps = curriculum_steps
 
-    def before_step(self, step: int) -> None:
-        """Set the rates of optimizer step ``step`` (only once the curriculum is over)."""
+    def rates_at(self, step: int) -> list[float] | None:
+        """Each param group's rate at optimizer step ``step``; None: as they are."""
+        return None
 
     def after_epoch(self, val_loss: float) -> None:
         """An epoch ended after the curriculum, with this validation loss."""
@@ -63,8 +66,9 @@ class ReduceOnPlateau(Schedule):
         self.factor, self.patience = factor, patience
         self.plateau: ReduceLROnPlateau | None = None
 
-    def start(self, optimizer, steps_per_epoch, max_epochs, curriculum_steps) -> None:
-        super().start(optimizer, steps_per_epoch, max_epochs, curriculum_steps)
+    def start(self, optimizer: Optimizer, **where: int) -> None:
+        super().start(optimizer, **where)
+        # Built at the hand-over's start: it counts only epochs after the curriculum.
         self.plateau = ReduceLROnPlateau(
             optimizer, mode="min", factor=self.factor, patience=self.patience
         )
@@ -90,12 +94,12 @@ class WarmupCosine(Schedule):
             raise ConfigError(f"schedule.min_lr_ratio must be in [0, 1), got {min_lr_ratio}")
         self.warmup_epochs, self.min_lr_ratio = warmup_epochs, min_lr_ratio
 
-    def start(self, optimizer, steps_per_epoch, max_epochs, curriculum_steps) -> None:
-        super().start(optimizer, steps_per_epoch, max_epochs, curriculum_steps)
+    def start(self, optimizer: Optimizer, **where: int) -> None:
+        super().start(optimizer, **where)
         self.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
-        self.total_steps = max_epochs * steps_per_epoch
-        self.warmup_steps = 0 if curriculum_steps else round(self.warmup_epochs * steps_per_epoch)
-        self.before_step(0)
+        self.total_steps = self.max_epochs * self.steps_per_epoch
+        warmup = round(self.warmup_epochs * self.steps_per_epoch)
+        self.warmup_steps = 0 if self.curriculum_steps else warmup
 
     def factor(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -105,9 +109,41 @@ class WarmupCosine(Schedule):
         cosine = 0.5 * (1 + math.cos(math.pi * progress))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine
 
-    def before_step(self, step: int) -> None:
-        if step < self.curriculum_steps:
-            return
+    def rates_at(self, step: int) -> list[float]:
         scale = self.factor(step)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base * scale
+        return [base * scale for base in self.base_lrs]
+
+
+class MultiStep(Schedule):
+    """At the start of each epoch in ``milestones`` (1-based) every rate above ``above`` is
+    divided by ``divide_by``, from the rates the curriculum ended with (CroitoruAlin/LeRaC
+    train/resnet_train.py: ``decay_epoch`` + k ``decay_step`` below ``stop_decay_epoch``,
+    ``param['lr'] > 1e-4``). Those end rates are kept in the checkpoint."""
+
+    def __init__(self, milestones: list[int], divide_by: float = 10.0, above: float = 0.0) -> None:
+        if any(not isinstance(m, int) or m < 1 for m in milestones) or not divide_by > 1:
+            raise ConfigError(
+                f"schedule.milestones must be epochs >= 1 and schedule.divide_by above 1 "
+                f"(got {list(milestones)}, {divide_by})"
+            )
+        self.milestones, self.divide_by, self.above = sorted(milestones), divide_by, above
+        self.end_lrs: list[float] | None = None
+
+    def rates_at(self, step: int) -> list[float]:
+        if self.end_lrs is None:  # the first step after the curriculum
+            self.end_lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
+        epoch = step // self.steps_per_epoch + 1
+        passed = sum(m <= epoch for m in self.milestones)
+        return [self.divided(rate, passed) for rate in self.end_lrs]
+
+    def divided(self, rate: float, times: int) -> float:
+        for _ in range(times):
+            if rate > self.above:
+                rate = rate / self.divide_by
+        return rate
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"end_lrs": self.end_lrs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.end_lrs = state["end_lrs"]

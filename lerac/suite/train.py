@@ -66,9 +66,11 @@ EXIT_USER_ERROR = 2  # a config or data problem the user can fix (one `error:` l
 EXIT_INTERRUPTED = 3  # SIGTERM/SIGUSR1/SIGUSR2: checkpointed, the same command resumes
 
 
-# Where the classes a run's config names moved when the package took its three wings: a
-# config.yaml saved before names the old module, and is the same run.
+# Where the classes a run's config names moved (the first match wins): a config.yaml saved
+# before names the old module, and is the same run.
 MOVED_MODULES = {
+    "lerac.released.MultiStep": "lerac.engine.schedules.MultiStep",
+    "lerac.engine.released.MultiStep": "lerac.engine.schedules.MultiStep",
     "lerac.regimes.": "lerac.engine.regimes.",
     "lerac.released.": "lerac.engine.released.",
     "lerac.schedules.": "lerac.engine.schedules.",
