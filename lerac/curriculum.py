@@ -100,7 +100,7 @@ def start_rates(
     return initial_rates(n_layers, lr_first, lr_last, c, anti)
 
 
-def check_settings(
+def check_curriculum(
     lr_first: float,
     lr_last: float,
     update: str = "exponential",
@@ -213,7 +213,7 @@ class LeRaC(LRScheduler):
         update_points: Iterable[int] | None = None,
         cap_ratio: float | None = None,
     ) -> None:
-        check_settings(lr_first, lr_last, update, c)
+        check_curriculum(lr_first, lr_last, update, c)
         groups = optimizer.param_groups
         positions = layer_positions(groups)
         n = max(positions) + 1

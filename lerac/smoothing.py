@@ -181,6 +181,25 @@ def set_sigma(sites: list[nn.Module], sigma: float) -> None:
         getattr(module, SIGMA).fill_(float(sigma))
 
 
+def check_smoothing(
+    sigma: float, decay: float, decay_every: int, kernel_size: int | None, prefix: str = ""
+) -> None:
+    """Refuse a schedule the smoothing cannot run. Messages name the Python arguments; the
+    suite passes ``prefix="regime."`` so that they name its config keys."""
+    p = prefix
+    if not sigma > 0:
+        raise ConfigError(f"{p}sigma must be positive, got {sigma}")
+    if not 0 < decay <= 1:
+        raise ConfigError(
+            f"{p}decay must be in (0, 1] (sigma only shrinks; the kernel is sized for "
+            f"sigma_0), got {decay}"
+        )
+    if not isinstance(decay_every, int) or decay_every <= 0:
+        raise ConfigError(f"{p}decay_every must be a positive number of epochs, got {decay_every}")
+    if kernel_size is not None and (kernel_size < 1 or kernel_size % 2 == 0):
+        raise ConfigError(f"{p}kernel_size must be a positive odd number, got {kernel_size}")
+
+
 class SmoothingCurriculum:
     """The CBS schedule and its application to a model, shared by the ``cbs`` and
     ``cbs_lerac`` regimes.
@@ -200,21 +219,7 @@ class SmoothingCurriculum:
         decay_every: int,
         kernel_size: int | None = DEFAULT_KERNEL_SIZE,
     ) -> None:
-        if not sigma > 0:
-            raise ConfigError(f"regime.sigma must be positive, got {sigma}")
-        if not 0 < decay <= 1:
-            raise ConfigError(
-                f"regime.decay must be in (0, 1] (sigma only shrinks; the kernel is sized "
-                f"for sigma_0), got {decay}"
-            )
-        if not isinstance(decay_every, int) or decay_every <= 0:
-            raise ConfigError(
-                f"regime.decay_every must be a positive number of epochs, got {decay_every!r}"
-            )
-        if kernel_size is not None and (kernel_size < 1 or kernel_size % 2 == 0):
-            raise ConfigError(
-                f"regime.kernel_size must be a positive odd number, got {kernel_size}"
-            )
+        check_smoothing(sigma, decay, decay_every, kernel_size)
         self.sigma_0, self.decay, self.decay_every = float(sigma), float(decay), decay_every
         self.kernel_size = kernel_size or auto_kernel_size(self.sigma_0)
         self.current: float | None = None

@@ -81,13 +81,18 @@ def _unit_name(members: list[Layer], layers: list[Layer]) -> str:
     return prefix if prefix and under == names else "+".join(names)
 
 
-def rate_units(model: nn.Module, layers: list[Layer], units: str = "module") -> list[Layer]:
-    """``layers`` (input-to-output order) grouped into rate units (module docstring)."""
+def check_units(units: str, prefix: str = "") -> None:
+    """Refuse an unknown kind of rate unit (``prefix="regime."``: name the config key)."""
     if units not in UNITS:
         raise ConfigError(
-            f"regime.units='{units}' is not an option: choose module (one rate per module "
+            f"{prefix}units='{units}' is not an option: choose module (one rate per module "
             "owning parameters) or block (one per residual block / transformer layer)"
         )
+
+
+def rate_units(model: nn.Module, layers: list[Layer], units: str = "module") -> list[Layer]:
+    """``layers`` (input-to-output order) grouped into rate units (module docstring)."""
+    check_units(units)
     if units == "module":
         return list(layers)
     blocks = block_names(model)

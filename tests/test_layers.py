@@ -1,9 +1,11 @@
 """Layer discovery: forward order, containers, frozen and never-entered parameters."""
 
+import pytest
 import torch
 from torch import nn
 
 from lerac.curriculum import LeRaC
+from lerac.errors import ConfigError
 from lerac.layers import find_layers, layer_param_groups
 from lerac.suite.models.resnet import ResNet18
 
@@ -111,3 +113,16 @@ def test_any_model_trains_with_lerac_param_groups():
         opt.step()
         sched.step()
     assert sched.get_last_lr() == [1e-3] * 3
+
+
+def test_an_unknown_rate_unit_names_the_argument_or_the_config_key():
+    from lerac.engine.regimes import LearningRateCurriculum
+    from lerac.engine.released import StepCurriculum
+    from lerac.units import rate_units
+
+    with pytest.raises(ConfigError, match=r"^units='layer' is not an option"):
+        rate_units(nn.Sequential(), [], "layer")
+    with pytest.raises(ConfigError, match=r"^regime\.units='layer' is not an option"):
+        LearningRateCurriculum(k=2, lr_first=0.1, lr_last=1e-8, units="layer")
+    with pytest.raises(ConfigError, match=r"^regime\.units='layer' is not an option"):
+        StepCurriculum(lr_first=0.1, floor=1e-6, units="layer")

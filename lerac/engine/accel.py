@@ -56,7 +56,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 AUTO_TRUE_FALSE = ("auto", "true", "false")
 
 
-def check_settings(
+def check_fast_path(
     precision: str, channels_last: Any, compile: Any, fused_groups: Any = "auto"
 ) -> None:
     """Refuse unknown values before any data is read."""
@@ -103,7 +103,7 @@ class Accelerator:
         fused_groups: Any = "auto",
         backend: Any = None,
     ) -> None:
-        check_settings(precision, channels_last, compile, fused_groups)
+        check_fast_path(precision, channels_last, compile, fused_groups)
         self.device = torch.device(device)
         self.dtype = PRECISIONS[precision]
         self.backend = backend if backend is not None else compile_backend(compile)

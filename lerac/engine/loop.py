@@ -94,7 +94,7 @@ class Progress:
     stale_epochs: int = 0
     stopped: bool = False  # early stopping ended the run (a resume must not train on)
 
-    def end_epoch(self, row: dict[str, Any], val_acc: float, model: nn.Module) -> bool:
+    def record_epoch(self, row: dict[str, Any], val_acc: float, model: nn.Module) -> bool:
         """Record a finished epoch; True if its validation accuracy is the best so far."""
         self.epoch = row["epoch"]
         self.train_seconds += row["seconds"]
@@ -183,7 +183,7 @@ def evaluate(
 
 
 @dataclass
-class Run:
+class LiveRun:
     """The live pieces of one run, built by :meth:`Trainer.setup`."""
 
     model: nn.Module
@@ -253,7 +253,7 @@ class Trainer:
                     break
             return self.test(run)
 
-    def setup(self, model: nn.Module, splits: Splits, make_optimizer: Callable) -> Run:
+    def setup(self, model: nn.Module, splits: Splits, make_optimizer: Callable) -> LiveRun:
         """Model on the device, loaders, layers, optimizer and rates, resumed state."""
         s = self.settings
         model.to(self.device)
@@ -279,7 +279,8 @@ class Trainer:
         rates.before_step(0)
         initial_lrs = layer_rates(layers, optimizer)  # step 0's, before a checkpoint moves them
         progress = Progress(s.early_stopping_patience)
-        run = Run(model, optimizer, layers, train_loader, val_loader, test_loader, progress, rates)
+        loaders = dict(train_loader=train_loader, val_loader=val_loader, test_loader=test_loader)
+        run = LiveRun(model, optimizer, layers, **loaders, progress=progress, rates=rates)
         run.resumed_from = self.resume(run)
         self.store.start(
             layers,
@@ -291,7 +292,7 @@ class Trainer:
         )
         return run
 
-    def epochs(self, run: Run) -> Iterable[int]:
+    def epochs(self, run: LiveRun) -> Iterable[int]:
         """The epochs left to train (none after early stopping), with a progress bar."""
         done, last = run.progress.epoch, self.settings.max_epochs
         if run.progress.stopped:
@@ -305,7 +306,7 @@ class Trainer:
             total=self.settings.max_epochs,
         )
 
-    def train_epoch(self, run: Run) -> tuple[float, float]:
+    def train_epoch(self, run: LiveRun) -> tuple[float, float]:
         """One pass over the training data; mean loss and accuracy (%)."""
         run.model.train()
         loss_sum = correct = 0  # tensors on the device after the first batch: no sync per step
@@ -334,7 +335,7 @@ class Trainer:
         return float(loss_sum) / n, 100.0 * float(correct) / n
 
     def end_epoch(
-        self, run: Run, epoch: int, train_loss: float, train_acc: float, started: float
+        self, run: LiveRun, epoch: int, train_loss: float, train_acc: float, started: float
     ) -> None:
         """Validate, record the epoch, hand over to the schedule and early stopping once
         the curriculum is over, checkpoint."""
@@ -356,14 +357,14 @@ class Trainer:
             "seconds": round(time.perf_counter() - started, 3),
             **self.regime.epoch_log(),
         }
-        improved = run.progress.end_epoch(row, val_acc, run.model)
+        improved = run.progress.record_epoch(row, val_acc, run.model)
         self.store.log_epoch(row)
         self.logger.log({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
         if run.rates.after_epoch(run.progress.step, val_loss):  # past the curriculum
             run.progress.count_stale(improved)
         self.checkpoint.save(self.snapshot(run))
 
-    def test(self, run: Run) -> FitResult:
+    def test(self, run: LiveRun) -> FitResult:
         """The best epoch's weights, evaluated on the test set."""
         progress = run.progress
         run.model.load_state_dict(progress.best_state)
@@ -382,11 +383,11 @@ class Trainer:
             run.resumed_from,
         )
 
-    def snapshot(self, run: Run) -> dict[str, Any]:
+    def snapshot(self, run: LiveRun) -> dict[str, Any]:
         parts = run.parts(self.regime)
         return {name: part.state_dict() for name, part in parts.items()} | {"rng": rng_state()}
 
-    def resume(self, run: Run) -> int:
+    def resume(self, run: LiveRun) -> int:
         """Load the checkpoint into the run (and the RNGs); the epoch it ended, 0 if none."""
         state = self.checkpoint.load()
         if state is None:

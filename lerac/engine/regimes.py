@@ -25,11 +25,11 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from lerac.curriculum import LeRaC, check_settings, start_rates
+from lerac.curriculum import LeRaC, check_curriculum, start_rates
 from lerac.errors import ConfigError
 from lerac.layers import Layer
-from lerac.smoothing import DEFAULT_KERNEL_SIZE, SmoothingCurriculum
-from lerac.units import rate_units
+from lerac.smoothing import DEFAULT_KERNEL_SIZE, SmoothingCurriculum, check_smoothing
+from lerac.units import check_units, rate_units
 
 
 class Regime:
@@ -106,8 +106,8 @@ class LearningRateCurriculum(PerUnitRates, Regime):
         updates_per_epoch: int = 1,
         units: str = "module",
     ) -> None:
-        check_settings(lr_first, lr_last, update, c, prefix="regime.")  # before data is read
-        rate_units(nn.Sequential(), [], units)  # refuses an unknown kind now
+        check_curriculum(lr_first, lr_last, update, c, prefix="regime.")  # before data is read
+        check_units(units, prefix="regime.")
         if not isinstance(k, int) or k <= 0:
             raise ConfigError(f"regime.k must be a positive number of epochs, got {k!r}")
         if updates_per_epoch <= 0:
@@ -173,6 +173,7 @@ class CurriculumBySmoothing(Smoothed, Regime):
         decay_every: int,
         kernel_size: int | None = DEFAULT_KERNEL_SIZE,
     ) -> None:
+        check_smoothing(sigma, decay, decay_every, kernel_size, prefix="regime.")
         self.smoothing = SmoothingCurriculum(sigma, decay, decay_every, kernel_size)
 
 
@@ -190,6 +191,7 @@ class SmoothedLearningRateCurriculum(Smoothed, LearningRateCurriculum):
         **lerac: Any,
     ) -> None:
         super().__init__(**lerac)
+        check_smoothing(sigma, decay, decay_every, kernel_size, prefix="regime.")
         self.smoothing = SmoothingCurriculum(sigma, decay, decay_every, kernel_size)
 
 

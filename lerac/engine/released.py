@@ -30,6 +30,7 @@ from torch.optim import Optimizer
 from lerac.curriculum import SCOPES, LeRaC, released_start_rates
 from lerac.engine.regimes import PerUnitRates, Regime
 from lerac.errors import ConfigError
+from lerac.units import check_units
 
 # Update points inside an epoch of L batches, after that many batches (train/resnet_train.py
 # ``_train_epoch``); the end of the epoch is one more point.
@@ -74,6 +75,7 @@ class StepCurriculum(PerUnitRates, Regime):
         cap_ratio: float = 1.1,
     ) -> None:
         check_released(lr_first, floor, head_lr, scope, updates_per_epoch)
+        check_units(units, prefix="regime.")
         if not cap_ratio > 1 or hold < 0 or rise_until < 1:
             raise ConfigError(
                 "regime.cap_ratio must be above 1, regime.hold >= 0 and regime.rise_until >= 1 "

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from fnmatch import fnmatch
 from typing import Any
 
-from lerac.engine.accel import check_settings
+from lerac.engine.accel import check_fast_path
 from lerac.errors import ConfigError
 
 DEVICES = "auto, cpu or cuda (cuda:N for one device)"
@@ -124,7 +124,7 @@ class TrainerSettings:
     def __post_init__(self) -> None:
         # The same rules the suite's config check applies to trainer.* (TRAINER_RULES).
         check_values({f"trainer.{k}": v for k, v in asdict(self).items()}, TRAINER_RULES)
-        check_settings(self.precision, self.channels_last, self.compile, self.fused_groups)
+        check_fast_path(self.precision, self.channels_last, self.compile, self.fused_groups)
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any]) -> TrainerSettings:
