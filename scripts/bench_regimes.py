@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -69,7 +70,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cbs-sigma", type=float, default=1.0, help="Table 1: 1 for ResNet-18")
-    parser.add_argument("--cbs-kernel-size", type=int, help="default: from sigma (5 for 1.0)")
+    parser.add_argument(
+        "--cbs-kernel-size", type=int, default=3, help="taps (suite default 3); 0: from sigma"
+    )
     parser.add_argument("--out", help="write the numbers to this JSON file")
     args = parser.parse_args()
 
@@ -80,7 +83,7 @@ def main() -> None:
     )
     # k spans all timed steps, so LeRaC updates its rates on every one of them.
     lerac = LearningRateCurriculum(k=1, lr_first=0.1, lr_last=1e-8)
-    cbs = CurriculumBySmoothing(args.cbs_sigma, 0.9, 5, args.cbs_kernel_size)
+    cbs = CurriculumBySmoothing(args.cbs_sigma, 0.9, 5, args.cbs_kernel_size or None)
     sides = {
         "conventional": make_side(Conventional(), args, device, batch),
         "lerac": make_side(lerac, args, device, batch),
@@ -96,6 +99,7 @@ def main() -> None:
                 times[name][1].append(update)
 
     result = {
+        "command": " ".join(["python", "scripts/bench_regimes.py", *sys.argv[1:]]),
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else platform.processor() or "cpu",

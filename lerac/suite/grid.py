@@ -1,10 +1,10 @@
 """Run a paper table (or any experiment) as a grid: list it, run what is missing, report.
 
-    python -m lerac.suite.grid table2            # run every missing run, then the report
-    python -m lerac.suite.grid table2 --dry      # list the runs and a GPU-hours estimate
-    python -m lerac.suite.grid table2 --smoke    # every run, 2 batches, 2 epochs (k=1), own folder
-    python -m lerac.suite.grid demo hydra/launcher=submitit_local   # any Hydra launcher
-    python -m lerac.suite.grid controls --block digits trainer.device=cpu   # one block only
+    lerac-grid table2            # run every missing run, then the report
+    lerac-grid table2 --dry      # list the runs and a GPU-hours estimate
+    lerac-grid table2 --smoke    # every run, 2 batches, 2 epochs (k=1), own folder
+    lerac-grid demo hydra/launcher=submitit_local   # any Hydra launcher
+    lerac-grid controls --block digits trainer.device=cpu   # one block only
 
 An experiment (conf/experiment/<name>.yaml) declares its grid with Hydra's sweeper params
 (``hydra.sweeper.params``), so ``lerac-train -m experiment=<name>`` runs its main block.

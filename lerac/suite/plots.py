@@ -1,7 +1,7 @@
 """Pictures of runs: the per-layer lr curriculum, training curves, regimes side by side.
 
-    python -m lerac.suite.plots outputs/demo/digits_resnet18_lerac_seed0   # one run
-    python -m lerac.suite.plots outputs/demo                               # a sweep
+    lerac-plots outputs/demo/digits_resnet18_lerac_seed0   # one run
+    lerac-plots outputs/demo                               # a sweep
 
 A run gets lr_schedule.png (every layer's rate over the steps, coloured from input to
 output) and history.png; a sweep gets val_accuracy.png (mean ± std over seeds, per regime).

@@ -131,7 +131,7 @@ def write_summary(block: str, out: Path, overrides: Sequence[str] = ()) -> list[
     extra = "".join(f" {o}" for o in overrides)
     source = (
         f"Block `{block}` of experiment=protocol: {len(found)} of {len(runs)} runs completed "
-        f"(under `{experiment.output_dir}`). Command: `python -m lerac.suite.grid protocol "
+        f"(under `{experiment.output_dir}`). Command: `lerac-grid protocol "
         f"--block {block}{extra}` then `python -m lerac.suite.protocol_report "
         f"--block {block}{extra}`."
     )
