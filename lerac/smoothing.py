@@ -1,40 +1,18 @@
-"""Curriculum by Smoothing (Sinha et al. 2020): Gaussian blur of activations that fades.
+"""Curriculum by Smoothing (Sinha et al. 2020): a Gaussian blur of activations that fades.
 
 sigma(e) = sigma_0 * d ** floor(e / u) for epoch e counted from 0, as the released CBS code
-does it (pairlab/CBS, resnet.py ``get_new_kernels``: sigma x d at the start of epochs u, 2u, ...).
+does it (pairlab/CBS, resnet.py ``get_new_kernels``).
 
-Where: a model with a method ``cbs_sites() -> [(module, layout), ...]`` has the OUTPUT of
-each listed module smoothed, by its layout:
-  ``nchw``  a 2D map, channels first: blur over H and W
-  ``nhwc``  a 2D map, channels last: blur over H and W
-  ``nlc``   a sequence (batch, length, channels): blur along L
-Any other model gets the generic CNN rule: the output of every ``nn.Conv2d`` whose kernel
-is larger than 1x1, before whatever follows it (its normalisation). That is the released
-CBS placement for ResNets: the stem and every 3x3 block conv, not the 1x1 shortcuts
-(ResNet-18: 1 + 16 sites). In torchvision's bottleneck Wide-ResNet-50-2 it is the stem and
-the middle 3x3 conv of each of the 16 blocks (17 sites); in DenseNet-121 the stem and the
-3x3 conv of each of the 58 dense layers (59 sites; the 1x1 bottleneck and transition
-convs are not smoothed, like the 1x1 shortcuts of a ResNet).
-
-How: each site module gets two buffers, ``cbs_kernel`` (the 1D Gaussian) and
-``cbs_sigma``, and a forward hook that blurs its output with them. Buffers are no
-parameters, so the curriculum's layer finder (modules owning trainable parameters) sees
-the same layers as without CBS. Changing sigma rewrites the kernel in place, so the model
-stays the same object for optimizers, checkpoints and torch.compile; sigma and the kernel
-are in the model's state_dict (a checkpoint of a CBS run loads into a model the regime
-has attached to). The blur is depthwise, zero padded like the released code, all
-channels in one call; kernels up to 7 taps run as one 2D pass, larger ones as two 1D
-passes (the 2D Gaussian is separable): see SEPARABLE_ABOVE.
-
-Kernel size: ``kernel_size`` taps per axis, 3 by default as in the released CBS code
-(pairlab/CBS, arguments.py: ``--kernel_size`` default 3; utils.py builds the full 2D
-kernel). ``kernel_size=None`` sizes it from the starting sigma instead:
-max(3, 2 * ceil(2 * sigma_0) + 1), i.e. +-2 sigma_0: 5 taps at sigma_0 = 1, whose 1D
-variance is 0.92 px^2 against 0.55 for 3 taps (the truncated kernel blurs less than its
-sigma says); the gap closes as sigma decays. Sigma only decays (d <= 1), so the
-size chosen at the start is kept; later, smaller sigmas keep the size, their outer taps
-just fall towards 0, and the kernel is renormalised to sum 1 over its taps (the released
-code renormalises too). As sigma goes to 0 the kernel becomes a unit impulse: the identity.
+Where: the outputs of the modules a model lists in ``cbs_sites() -> [(module, layout)]``
+(``nchw``, ``nhwc``: blur over H and W; ``nlc``: along L); any other model gets every
+``nn.Conv2d`` larger than 1x1, before its normalisation (the released placement for
+ResNets). How: each site gets two buffers (``cbs_kernel``, ``cbs_sigma``) and a forward
+hook; buffers are not parameters, so LeRaC's layer finder sees the same layers, and a
+new sigma rewrites the kernel in place, so the model stays the same object for the
+optimizer, checkpoints and torch.compile. The blur is depthwise and zero padded; up to
+``SEPARABLE_ABOVE`` taps it is one 2D pass, above it two 1D passes. Kernel size: 3 taps
+by default (pairlab/CBS ``--kernel_size``), or sized from sigma_0 (``kernel_size=None``);
+docs/cbs.md has the sites per model and the reasons.
 """
 
 from __future__ import annotations
