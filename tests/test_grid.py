@@ -178,13 +178,16 @@ def test_table2_plan_sums_each_cells_flops(tmp_path):
     experiment = grid.load_experiment("table2", out)
     experiment.blocks = {"pretrained": experiment.blocks["pretrained"]}  # 45 runs, 3 cells
     runs = grid.enumerate_runs(experiment, out)
-    flops = grid.cell_flops(experiment, runs, out)
+    flops = grid.cell_costs(experiment, runs, out)
     datasets = ("cifar10", "cifar100", "tiny_imagenet")
     assert sorted(flops) == [(d, "cvt13_pretrained") for d in datasets]
     rate, how = grid.gpu_rate("h200", 0.3, tmp_path / "none.json")
     assert rate == 989e12 * 0.3 and how == "989 TFLOP/s bf16 x 30% assumed"
     hours, unknown = grid.estimate_hours(runs, flops, rate)
-    expected = sum(25 * grid.TRAIN_EXAMPLES[r.dataset] * flops[(r.dataset, r.model)] for r in runs)
+    # The official training splits (dataset.facts): 25 epochs of each, every run.
+    examples = {"cifar10": 50_000, "cifar100": 50_000, "tiny_imagenet": 100_000}
+    assert all(flops[cell].train_examples == examples[cell[0]] for cell in flops)
+    expected = sum(25 * examples[r.dataset] * flops[(r.dataset, r.model)].flops for r in runs)
     assert unknown == 0 and len(runs) == 45 and hours == pytest.approx(expected / rate / 3600)
     lines = grid.data_lines(runs, tmp_path / "data")
     assert lines == [
