@@ -416,3 +416,83 @@ def test_init_key_scales_images_to_minus_one_one_and_uses_the_released_init(cifa
     assert conv.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
     paper, protocol = resolve_protocol(compose_config(args[1:]), args[1:])
     assert not torch.equal(protocol.adapt_splits(build(paper.dataset)).mean, splits.mean)
+
+
+def test_an_explicit_override_of_a_protocol_value_wins_and_the_note_says_so():
+    args = ["protocol=released", "dataset=cifar10", "trainer.max_epochs=37"]
+    cfg, protocol = resolve_protocol(compose_config(args), args)
+    assert cfg.trainer.max_epochs == 37
+    # The protocol's other values stand: its schedule, no early stopping.
+    assert cfg.schedule.id == "multistep" and cfg.trainer.early_stopping_patience == 200
+    with pytest.warns(ProtocolWarning) as notes:
+        protocol.warn()
+    assert (
+        "protocol: trainer.max_epochs=37 is set explicitly and stays; "
+        "protocol.after_curriculum=released would set 200 (CroitoruAlin/LeRaC, "
+        "experiments/r18_experiments.py train_cifar10: num_epochs)"
+    ) in [str(n.message) for n in notes]
+    # The same config without that override on the command line: the recipe's epochs.
+    assert resolved(args[:2]).trainer.max_epochs == 200
+    assert resolve_protocol(compose_config(args))[0].trainer.max_epochs == 200
+
+
+def test_overrides_inside_a_replaced_regime_and_a_chosen_schedule_stay():
+    args = [
+        "protocol=released",
+        "dataset=cifar10",
+        "regime.units=module",  # a key the released rule has: stays
+        "regime.k=3",  # regime=lerac's curriculum length: the released rule has none
+        "schedule=plateau",  # a chosen schedule: after_curriculum gives way
+    ]
+    cfg, protocol = resolve_protocol(compose_config(args), args)
+    assert cfg.regime._target_ == "lerac.engine.released.StepCurriculum"
+    assert cfg.regime.units == "module" and "k" not in cfg.regime
+    assert cfg.schedule.id == "plateau" and cfg.trainer.max_epochs == 200
+    notes = "\n".join(protocol.notes)
+    assert "regime.units=module is set explicitly and stays; protocol.rate_units" in notes
+    assert "regime.k=3 is dropped: lerac.engine.released.StepCurriculum takes no k" in notes
+    assert (
+        "schedule=plateau is set explicitly and stays; protocol.after_curriculum=released "
+        "would set multistep (CroitoruAlin/LeRaC, experiments/r18_experiments.py "
+        "train_cifar10: decay_epoch 35, decay_step 30, stop_decay_epoch 96)"
+    ) in notes
+    assert build(cfg.regime).unit_kind == "module"
+    # regime=lerac is what protocol.rates acts on, not an override of it.
+    assert "regime=lerac is set explicitly" not in notes
+
+
+def test_every_protocol_change_names_where_the_released_code_sets_it():
+    _, protocol = resolve_protocol(compose_config(["protocol=released", "dataset=cifar100"]))
+    keys = [c.key for c in protocol.changes]
+    assert keys == [
+        "regime",
+        "regime.units",
+        "regime.scope",
+        "trainer.max_epochs",
+        "trainer.early_stopping_patience",
+        "schedule",
+        "optimizer.weight_decay",
+    ]
+    for change in protocol.changes:
+        assert change.where.startswith("CroitoruAlin/LeRaC, ") and ".py" in change.where
+    for recipe in RECIPES.values():
+        assert all(recipe.values[key].source for key in recipe.values)
+
+
+def test_the_command_line_wins_over_the_protocol_through_the_entrypoint(tmp_path, monkeypatch):
+    # ResNet-18 CIFAR-10's recipe on digits at x0.02: 200 -> 4 epochs, milestones 1, 1, 2;
+    # TINY's trainer.max_epochs=2 on the command line wins.
+    args = [
+        *TINY,
+        "protocol=after_curriculum",
+        "protocol.recipe=resnet18/cifar10",
+        "protocol.time_scale=0.02",
+        f"paths.output_dir={tmp_path}",
+    ]
+    monkeypatch.setattr("sys.argv", ["lerac-train", *args])
+    with pytest.warns(ProtocolWarning, match="trainer.max_epochs=2 is set explicitly"):
+        main()
+    run = tmp_path / "digits_resnet18_lerac_seed0"
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.trainer.max_epochs == 2 and list(saved.schedule.milestones) == [1, 1, 2]

@@ -102,19 +102,19 @@ def forward_flops(model: nn.Module, example: Any) -> int:
     return counter.get_total_flops()
 
 
-def _model(cfg: DictConfig, inputs: Inputs) -> nn.Module:
-    with architecture_only():  # pre-trained checkpoints: their architecture, no weights
-        return build_model(cfg.model, inputs.num_classes, inputs.spec()).eval()
+def flops_on(cfg: DictConfig, device: str) -> float:
+    """Training FLOPs of one example with the model and the example on ``device``."""
+    inputs = inputs_of(cfg)
+    with torch.device(device), architecture_only():  # checkpoints: architecture, no weights
+        model = build_model(cfg.model, inputs.num_classes, inputs.spec()).eval()
+        return float(BACKWARD_FACTOR * forward_flops(model, inputs.example(model, device)))
 
 
 def training_flops(cfg: DictConfig) -> float:
-    """FLOPs of one training example (forward and backward) for a composed run config."""
-    inputs = inputs_of(cfg)
-    try:  # the meta device: shapes only, no memory
-        with torch.device("meta"):
-            model = _model(cfg, inputs)
-            flops = forward_flops(model, inputs.example(model, "meta"))
-    except (NotImplementedError, RuntimeError):  # needs real values (packed sequences)
-        model = _model(cfg, inputs)
-        flops = forward_flops(model, inputs.example(model, "cpu"))
-    return float(BACKWARD_FACTOR * flops)
+    """FLOPs of one training example (forward and backward) for a composed run config:
+    on the meta device (shapes only, no memory), else on the CPU for a model whose
+    forward pass needs real values (the LSTM's packed sequences)."""
+    try:
+        return flops_on(cfg, "meta")
+    except (NotImplementedError, RuntimeError):
+        return flops_on(cfg, "cpu")

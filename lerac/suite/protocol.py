@@ -252,7 +252,7 @@ class Plan:
                     self.kept.append((Change(name, node[sub], where, by), mine))
                 node[sub] = mine
             else:
-                self.note(f"{name}={mine} has no place in {key}={node.get('id')} and is dropped")
+                self.note(f"{name}={mine} is dropped: {node.get('_target_')} takes no {sub}")
         return node
 
     def resolved(self) -> ResolvedProtocol:
