@@ -253,8 +253,10 @@ def test_smoke_trains_its_two_epochs_under_the_released_protocols(tmp_path, quie
     conf.mkdir(parents=True)
     (conf / "pmini.yaml").write_text(PROTOCOL_MINI.format(out=tmp_path / "out"))
     search = [f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
-    with pytest.warns(ProtocolWarning, match="trainer.max_epochs=2 is set explicitly"):
+    with pytest.warns(ProtocolWarning) as notes:
         assert grid.main(["pmini", "--smoke", "--no-report", *search]) == 0
+    stays = "trainer.max_epochs=2 is set explicitly and stays"
+    assert sum(stays in str(note.message) for note in notes) == 2  # one per run
     for protocol in ("released", "after_curriculum"):
         run = tmp_path / "out_smoke" / f"digits_resnet18_lerac_{protocol}_seed0"
         metrics = json.loads((run / "metrics.json").read_text())

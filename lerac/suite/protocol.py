@@ -300,7 +300,7 @@ def _rates(plan: Plan, recipe: Recipe, cfg: DictConfig) -> None:
     if regime._target_ == LERAC and plain:
         node = {"id": regime.id, "_target_": RELEASED_RULE}
         node.update({key: recipe.value(key) for key in RULE_KEYS})
-        node.update(scope="all", units=regime.units)  # the keys below may switch them
+        node.update(scope="all", units=regime.get("units", "module"))  # switched below
         plan.set("regime", node, f"{recipe.code}, {recipe.source}", "rates", yields=False)
     elif ("lr_first" in regime or "lr_start" in regime) and "released" not in regime._target_:
         plan.note(f"regime={regime.id} keeps its own rates (protocol.rates acts on regime=lerac)")
