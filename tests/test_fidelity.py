@@ -18,7 +18,8 @@ from lerac.errors import ConfigError
 from lerac.layers import find_layers
 from lerac.suite.build import build
 from lerac.suite.models.resnet import ResNet18
-from lerac.suite.protocol import KEYS, RECIPES, ProtocolWarning, apply_protocol
+from lerac.suite.protocol import KEYS, ProtocolWarning, resolve_protocol
+from lerac.suite.recipes import RECIPES
 from lerac.suite.train import main, train
 from lerac.units import rate_units
 from tests.conftest import TINY, compose_config
@@ -70,6 +71,11 @@ def table(curriculum, first_milestone, epochs=200):
     }
 
 
+def resolved(overrides):
+    """The config a run of ``overrides`` trains with: composed, its protocol resolved."""
+    return resolve_protocol(compose_config(overrides), overrides)[0]
+
+
 def started(cfg, steps_per_epoch):
     """The regime and schedule of ``cfg`` started on a real width-4 ResNet-18."""
     regime, schedule = build(cfg.regime), build(cfg.schedule)
@@ -113,9 +119,7 @@ def check_table(seen, expected):
 def test_released_protocol_gives_resnet18_the_released_rates_for_200_epochs(
     dataset, curriculum, milestone
 ):
-    cfg = apply_protocol(
-        compose_config(["protocol=released", "regime=lerac", f"dataset={dataset}"])
-    )
+    cfg = resolved(["protocol=released", "regime=lerac", f"dataset={dataset}"])
     assert cfg.schedule.id == "multistep" and cfg.trainer.max_epochs == 200
     assert cfg.trainer.early_stopping_patience == 200  # never reached
     owner, optimizer, names = started(cfg, steps_per_epoch=3)
@@ -154,7 +158,7 @@ def test_four_updates_per_epoch_at_the_released_batches_tiny_imagenet():
 
 
 def test_protocol_released_lerac_is_regime_lerac_step():
-    released = apply_protocol(compose_config(["protocol=released", "dataset=cifar10"]))
+    released = resolved(["protocol=released", "dataset=cifar10"])
     step = compose_config(["regime=lerac_step", "dataset=cifar10"])
     a = OmegaConf.to_container(released.regime, resolve=True)
     b = OmegaConf.to_container(step.regime, resolve=True)
@@ -248,8 +252,10 @@ def test_block_units_on_a_transformer_name_blocks_and_merged_leaves():
 
 def test_no_recipe_keeps_the_paper_and_says_so():
     cfg = compose_config(["protocol=released", "model=lstm", "dataset=boolq"])
+    applied, protocol = resolve_protocol(cfg)
     with pytest.warns(ProtocolWarning, match="no recipe for model=lstm"):
-        applied = apply_protocol(cfg)
+        protocol.warn()
+    assert protocol.selected_on == "val"
     assert all(applied.protocol[key] == "paper" for key in KEYS)
     assert applied.regime == cfg.regime and applied.schedule == cfg.schedule
 
@@ -267,9 +273,7 @@ def test_released_composes_for_every_model_and_data_set_of_tables_2_to_4():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ProtocolWarning)
         for model, dataset in sorted(cells):
-            cfg = apply_protocol(
-                compose_config([f"model={model}", f"dataset={dataset}", "protocol=released"])
-            )
+            cfg = resolved([f"model={model}", f"dataset={dataset}", "protocol=released"])
             OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
             if (model, dataset) in RECIPES:
                 assert cfg.trainer.max_epochs == RECIPES[(model, dataset)].epochs
@@ -337,7 +341,7 @@ def test_full_train_split_without_test_selection_is_one_error_line(
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error: protocol.train_split=released")
     with pytest.raises(ConfigError, match="protocol.selection=released"):
-        apply_protocol(compose_config(args))
+        resolved(args)
 
 
 def test_each_protocol_option_is_the_paper_with_its_key_switched():
@@ -353,30 +357,24 @@ def test_each_protocol_option_is_the_paper_with_its_key_switched():
 
 
 def test_cbs_under_the_released_protocol_takes_the_cbs_code_schedule_and_decay():
-    cfg = apply_protocol(
-        compose_config(["regime=cbs", "dataset=cifar10", "protocol=after_curriculum"])
-    )
+    cfg = resolved(["regime=cbs", "dataset=cifar10", "protocol=after_curriculum"])
     assert list(cfg.schedule.milestones) == [31, 61, 91] and cfg.schedule.above == 0.0
-    cfg = apply_protocol(compose_config(["regime=cbs", "dataset=cifar10", "protocol=weight_decay"]))
+    cfg = resolved(["regime=cbs", "dataset=cifar10", "protocol=weight_decay"])
     assert cfg.optimizer.weight_decay == 5e-4
-    cfg = apply_protocol(
-        compose_config(["regime=lerac", "dataset=cifar10", "protocol=weight_decay"])
-    )
+    cfg = resolved(["regime=lerac", "dataset=cifar10", "protocol=weight_decay"])
     assert cfg.optimizer.weight_decay == 1e-4
 
 
 def test_time_scale_shortens_epochs_and_milestones_half_up():
-    cfg = apply_protocol(
-        compose_config(["dataset=cifar10", "protocol=after_curriculum", "protocol.time_scale=0.1"])
-    )
+    cfg = resolved(["dataset=cifar10", "protocol=after_curriculum", "protocol.time_scale=0.1"])
     assert cfg.trainer.max_epochs == 20 and list(cfg.schedule.milestones) == [4, 7, 10]
 
 
 def test_bad_protocol_values_are_refused():
     with pytest.raises(ConfigError, match="protocol.rates='yes' is not an option"):
-        apply_protocol(compose_config(["protocol.rates=yes"]))
+        resolved(["protocol.rates=yes"])
     with pytest.raises(ConfigError, match="protocol.recipe='resnet18/mnist' is not a recipe"):
-        apply_protocol(compose_config(["protocol=rates", "protocol.recipe=resnet18/mnist"]))
+        resolved(["protocol=rates", "protocol.recipe=resnet18/mnist"])
     with pytest.raises(ConfigError, match="schedule.milestones"):
         MultiStep([0, 5])
 
@@ -420,7 +418,7 @@ def test_protocol_summary_shifts_and_margin_by_hand():
 def test_rate_units_alone_gives_the_paper_curriculum_one_rate_per_block():
     from lerac.curriculum import initial_rates
 
-    cfg = apply_protocol(compose_config(["protocol=rate_units", "dataset=cifar10"]))
+    cfg = resolved(["protocol=rate_units", "dataset=cifar10"])
     assert cfg.regime._target_ == "lerac.engine.regimes.LearningRateCurriculum"
     _, optimizer, names = started(cfg, steps_per_epoch=2)
     assert names == UNITS  # 10 units, Eq. 6 spread over them from 1e-1 to 1e-8
@@ -429,22 +427,100 @@ def test_rate_units_alone_gives_the_paper_curriculum_one_rate_per_block():
 
 
 def test_init_key_scales_images_to_minus_one_one_and_uses_the_released_init(cifar_root):
-    from lerac.suite.protocol import prepare_model, prepare_splits
-
-    cfg = apply_protocol(
-        compose_config(["protocol=init", "dataset=cifar10", f"paths.data_dir={cifar_root}"])
-    )
-    splits = prepare_splits(build(cfg.dataset), cfg)
+    args = ["protocol=init", "dataset=cifar10", f"paths.data_dir={cifar_root}"]
+    cfg, protocol = resolve_protocol(compose_config(args), args)
+    splits = protocol.adapt_splits(build(cfg.dataset))
     assert torch.equal(splits.mean, torch.full((1, 3, 1, 1), 127.5))
     assert torch.equal(splits.std, torch.full((1, 3, 1, 1), 127.5))
     batch = next(iter(splits.loaders(8, "cpu")[0]))[0]
     assert batch.min() >= -1 and batch.max() <= 1 and batch.min() < -0.9 and batch.max() > 0.9
     torch.manual_seed(0)
-    model = prepare_model(ResNet18(num_classes=10, width=64), cfg)
+    model = protocol.adapt_model(ResNet18(num_classes=10, width=64))
     assert torch.equal(model.fc.bias, torch.zeros(10))
     assert model.fc.weight.std().item() == pytest.approx(0.01, rel=0.05)
     # 64 -> 128 channels: fan_in 64 * 3 * 3 (released), not fan_out 128 * 3 * 3 (paper's).
     conv = model.layer2[0].conv1.weight
     assert conv.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
-    paper = compose_config(["dataset=cifar10", f"paths.data_dir={cifar_root}"])
-    assert not torch.equal(prepare_splits(build(paper.dataset), paper).mean, splits.mean)
+    paper, protocol = resolve_protocol(compose_config(args[1:]), args[1:])
+    assert not torch.equal(protocol.adapt_splits(build(paper.dataset)).mean, splits.mean)
+
+
+def test_an_explicit_override_of_a_protocol_value_wins_and_the_note_says_so():
+    args = ["protocol=released", "dataset=cifar10", "trainer.max_epochs=37"]
+    cfg, protocol = resolve_protocol(compose_config(args), args)
+    assert cfg.trainer.max_epochs == 37
+    # The protocol's other values stand: its schedule, no early stopping.
+    assert cfg.schedule.id == "multistep" and cfg.trainer.early_stopping_patience == 200
+    with pytest.warns(ProtocolWarning) as notes:
+        protocol.warn()
+    assert (
+        "protocol: trainer.max_epochs=37 is set explicitly and stays; "
+        "protocol.after_curriculum=released would set 200 (CroitoruAlin/LeRaC, "
+        "experiments/r18_experiments.py train_cifar10: num_epochs)"
+    ) in [str(n.message) for n in notes]
+    # The same config without that override on the command line: the recipe's epochs.
+    assert resolved(args[:2]).trainer.max_epochs == 200
+    assert resolve_protocol(compose_config(args))[0].trainer.max_epochs == 200
+
+
+def test_overrides_inside_a_replaced_regime_and_a_chosen_schedule_stay():
+    args = [
+        "protocol=released",
+        "dataset=cifar10",
+        "regime.units=module",  # a key the released rule has: stays
+        "regime.k=3",  # regime=lerac's curriculum length: the released rule has none
+        "schedule=plateau",  # a chosen schedule: after_curriculum gives way
+    ]
+    cfg, protocol = resolve_protocol(compose_config(args), args)
+    assert cfg.regime._target_ == "lerac.engine.released.StepCurriculum"
+    assert cfg.regime.units == "module" and "k" not in cfg.regime
+    assert cfg.schedule.id == "plateau" and cfg.trainer.max_epochs == 200
+    notes = "\n".join(protocol.notes)
+    assert "regime.units=module is set explicitly and stays; protocol.rate_units" in notes
+    assert "regime.k=3 is dropped: lerac.engine.released.StepCurriculum takes no k" in notes
+    assert (
+        "schedule=plateau is set explicitly and stays; protocol.after_curriculum=released "
+        "would set multistep (CroitoruAlin/LeRaC, experiments/r18_experiments.py "
+        "train_cifar10: decay_epoch 35, decay_step 30, stop_decay_epoch 96)"
+    ) in notes
+    assert build(cfg.regime).unit_kind == "module"
+    # regime=lerac is what protocol.rates acts on, not an override of it.
+    assert "regime=lerac is set explicitly" not in notes
+
+
+def test_every_protocol_change_names_where_the_released_code_sets_it():
+    _, protocol = resolve_protocol(compose_config(["protocol=released", "dataset=cifar100"]))
+    keys = [c.key for c in protocol.changes]
+    assert keys == [
+        "regime",
+        "regime.units",
+        "regime.scope",
+        "trainer.max_epochs",
+        "trainer.early_stopping_patience",
+        "schedule",
+        "optimizer.weight_decay",
+    ]
+    for change in protocol.changes:
+        assert change.where.startswith("CroitoruAlin/LeRaC, ") and ".py" in change.where
+    for recipe in RECIPES.values():
+        assert all(recipe.values[key].source for key in recipe.values)
+
+
+def test_the_command_line_wins_over_the_protocol_through_the_entrypoint(tmp_path, monkeypatch):
+    # ResNet-18 CIFAR-10's recipe on digits at x0.02: 200 -> 4 epochs, milestones 1, 1, 2;
+    # TINY's trainer.max_epochs=2 on the command line wins.
+    args = [
+        *TINY,
+        "protocol=after_curriculum",
+        "protocol.recipe=resnet18/cifar10",
+        "protocol.time_scale=0.02",
+        f"paths.output_dir={tmp_path}",
+    ]
+    monkeypatch.setattr("sys.argv", ["lerac-train", *args])
+    with pytest.warns(ProtocolWarning) as notes:
+        main()
+    assert any("trainer.max_epochs=2 is set explicitly" in str(n.message) for n in notes)
+    run = tmp_path / "digits_resnet18_lerac_seed0"
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.trainer.max_epochs == 2 and list(saved.schedule.milestones) == [1, 1, 2]

@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from lerac.suite import grid
 from lerac.suite.flops import training_flops
 from lerac.suite.gpus import gpu_for_job
+from lerac.suite.protocol import ProtocolWarning
 from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,8 +120,8 @@ def test_dry_lists_counts_and_estimates(mini, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(grid, "BENCHMARK", tmp_path / "none.json")  # no benchmark measured
     assert grid.main(["mini", "--dry", "--gpu", "a100", *search]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    # 4 missing runs x 2 epochs x 1,437 digits training examples, at 30% of 312 TFLOP/s.
-    hours = 4 * 2 * 1437 * per_example / (312e12 * 0.3) / 3600
+    # 4 missing runs x 2 epochs x 1,438 digits training examples, at 30% of 312 TFLOP/s.
+    hours = 4 * 2 * 1438 * per_example / (312e12 * 0.3) / 3600
     assert lines[-1] == (
         f"runs: 5 total, 1 done, 4 to run, ~{hours:.1f} GPU-hours "
         "(a100, 312 TFLOP/s bf16 x 30% assumed)"
@@ -152,7 +153,7 @@ def test_dry_lists_counts_and_estimates(mini, tmp_path, capsys, monkeypatch):
     rate = 1437 * training_flops(
         compose_config(["dataset=cifar10", "model=resnet18", "model.width=4"])
     )
-    hours = 3 * 2 * 1437 * per_example / rate / 3600
+    hours = 3 * 2 * 1438 * per_example / rate / 3600  # 1,438 digits training examples
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(f"runs: 4 total, 1 done, 3 to run, ~{hours:.1f} GPU-hours (h100, ")
     assert f"measured {rate / 1e12:.1f} TFLOP/s: ResNet-18 at 1437 samples/s on {device}" in last
@@ -178,13 +179,16 @@ def test_table2_plan_sums_each_cells_flops(tmp_path):
     experiment = grid.load_experiment("table2", out)
     experiment.blocks = {"pretrained": experiment.blocks["pretrained"]}  # 45 runs, 3 cells
     runs = grid.enumerate_runs(experiment, out)
-    flops = grid.cell_flops(experiment, runs, out)
+    flops = grid.cell_costs(experiment, runs, out)
     datasets = ("cifar10", "cifar100", "tiny_imagenet")
     assert sorted(flops) == [(d, "cvt13_pretrained") for d in datasets]
     rate, how = grid.gpu_rate("h200", 0.3, tmp_path / "none.json")
     assert rate == 989e12 * 0.3 and how == "989 TFLOP/s bf16 x 30% assumed"
     hours, unknown = grid.estimate_hours(runs, flops, rate)
-    expected = sum(25 * grid.TRAIN_EXAMPLES[r.dataset] * flops[(r.dataset, r.model)] for r in runs)
+    # The official training splits (dataset.facts): 25 epochs of each, every run.
+    examples = {"cifar10": 50_000, "cifar100": 50_000, "tiny_imagenet": 100_000}
+    assert all(flops[cell].train_examples == examples[cell[0]] for cell in flops)
+    expected = sum(25 * examples[r.dataset] * flops[(r.dataset, r.model)].flops for r in runs)
     assert unknown == 0 and len(runs) == 45 and hours == pytest.approx(expected / rate / 3600)
     lines = grid.data_lines(runs, tmp_path / "data")
     assert lines == [
@@ -221,3 +225,40 @@ def test_launcher_presets_compose(monkeypatch):
     assert local.hydra.job.env_set.CUDA_VISIBLE_DEVICES == "6"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert gpu_for_job(1) == ""
+
+
+# One LeRaC cell of digits under two protocols that set the epochs (ResNet-18 CIFAR-10's
+# recipe: 200), each its own tag.
+PROTOCOL_MINI = """\
+# @package _global_
+defaults:
+  - override /dataset: digits
+  - override /logger: none
+model: {{width: 4}}
+trainer: {{device: cpu, progress: false, batch_size: 64}}
+protocol: {{recipe: resnet18/cifar10}}
+tag: ${{protocol.id}}
+paths: {{output_dir: {out}}}
+grid: {{title: Protocols, paper: null, reference: conventional}}
+hydra:
+  sweeper:
+    params:
+      regime: lerac
+      protocol: released,after_curriculum
+"""
+
+
+def test_smoke_trains_its_two_epochs_under_the_released_protocols(tmp_path, quiet_env):
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "pmini.yaml").write_text(PROTOCOL_MINI.format(out=tmp_path / "out"))
+    search = [f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
+    with pytest.warns(ProtocolWarning) as notes:
+        assert grid.main(["pmini", "--smoke", "--no-report", *search]) == 0
+    stays = "trainer.max_epochs=2 is set explicitly and stays"
+    assert sum(stays in str(note.message) for note in notes) == 2  # one per run
+    for protocol in ("released", "after_curriculum"):
+        run = tmp_path / "out_smoke" / f"digits_resnet18_lerac_{protocol}_seed0"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and metrics["epochs"] == 2, protocol
+        assert (run / "config.yaml").read_text().count("id: multistep") == 1

@@ -17,7 +17,8 @@ from lerac.errors import LeRaCError
 
 # Keys a group file carries for people, checks and reports, not for its constructor.
 # "tokenizer": a text model's block, handed to its data set (build_data), not to it.
-METADATA_KEYS = ("id", "table1", "modality", "modalities", "tokenizer")
+# "facts": what a data set is (training examples, classes, input shape), for estimates.
+METADATA_KEYS = ("id", "table1", "modality", "modalities", "tokenizer", "facts")
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

@@ -1,6 +1,6 @@
 """Composing ``conf/`` as a run sees it, with the OmegaConf resolvers its files use
 registered in one place: ``${run_key:...}`` (a run's folder, lerac.engine.store),
-``${released:...}`` (the released code's recipe value, lerac.suite.protocol) and
+``${released:...}`` (the released code's recipe value, lerac.suite.recipes) and
 ``${lerac_gpu:...}`` (a local multirun job's GPU, lerac.suite.gpus).
 
 Everything that composes ``conf/`` calls :func:`register_resolvers` first; the training
@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from lerac.engine.store import run_key
 from lerac.suite.config import CONF_DIR
 from lerac.suite.gpus import gpu_for_job
-from lerac.suite.protocol import released_value
+from lerac.suite.recipes import released_value
 
 
 def register_resolvers() -> None:

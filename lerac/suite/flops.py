@@ -1,24 +1,23 @@
 """Training FLOPs per example of a model at its data set's input size, for the grid's plan.
 
-:func:`training_flops` builds the model of a composed run config the way training does
-(``model._target_`` with the data set's classes and input size), on the meta device (no
-memory, no weights), runs one forward pass of one example at the real input size under
-``torch.utils.flop_counter.FlopCounterMode``, and counts a training step as 3 forward
-passes (the backward pass costs about twice the forward: a gradient for the inputs and
-one for the weights of each matmul and conv). A model that loads pre-trained weights is
-built from its architecture's configuration instead (the fetched checkpoint's
-config.json when it is there, else the published configuration below), so no weights
-are needed. Text models are counted at their tokenizer's ``max_length`` (an upper bound:
-batches are trimmed to their longest text), the spectrogram models at the data set's
-(mel bins, frames), vision models at the data set's image size (and at ``resize_to``
-where the model resizes its inputs, as the pre-trained CvT-13 does to 224 px).
+:func:`training_flops` builds the model of a composed run config the one way training
+builds it (:func:`lerac.suite.build.build_model`, given the data set's classes and input
+spec), on the meta device (no memory, no weights) and with pre-trained checkpoints built
+from their architecture alone (:func:`lerac.suite.models.hub.architecture_only`: the
+fetched config.json, else the published configuration). It runs one forward pass of one
+example at the real input size under ``torch.utils.flop_counter.FlopCounterMode`` and
+counts a training step as 3 forward passes (the backward pass costs about twice the
+forward: a gradient for the inputs and one for the weights of each matmul and conv).
+Text models are counted at their tokenizer's ``max_length`` (an upper bound: batches are
+trimmed to their longest text), the spectrogram models at the data set's (mel bins,
+frames), vision models at the data set's image shape (``dataset.facts``; a model that
+resizes its inputs, as the pre-trained CvT-13 does to 224 px, counts at its own size).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,32 +26,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lerac.errors import ConfigError
+from lerac.suite.build import build_model
+from lerac.suite.data.facts import dataset_facts
+from lerac.suite.models.hub import architecture_only
 
 BACKWARD_FACTOR = 3  # forward + backward = 3 forward passes
-# Image data sets: (channels, side) as their loaders produce them (paper 4.1).
-IMAGE_INPUTS = {
-    "digits": (1, 8),
-    "cifar10": (3, 32),
-    "cifar100": (3, 32),
-    "tiny_imagenet": (3, 64),
-}
-CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "tiny_imagenet": 200,
-           "imagenet200": 200, "boolq": 2, "rte": 2, "qnli": 2, "crema_d": 6,
-           "esc50": 50}  # fmt: skip
-# Published architectures of the pre-trained checkpoints (their config.json on the hub):
-# CvT-13 is transformers' default CvtConfig; BERT-large has 24 layers of width 1024.
-ARCHITECTURES = {
-    "microsoft/cvt-13": ("cvt", {}),
-    "bert-large-uncased": (
-        "bert",
-        {
-            "hidden_size": 1024,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "intermediate_size": 4096,
-        },
-    ),  # fmt: skip
-}
+# A word vocabulary is built from the training split; an embedding lookup costs no FLOPs,
+# so any size counts the same.
+NOMINAL_VOCABULARY = 30_522
 
 
 @dataclass(frozen=True)
@@ -62,82 +43,47 @@ class Inputs:
     modality: str
     shape: tuple[int, ...]  # (C, H, W) for images and spectrograms, (L,) for text
     num_classes: int
+    vocab_size: int | None = None  # text: the tokenizer's (None: the pre-trained model's own)
 
     def spec(self) -> dict[str, Any]:
         """The ``input_spec`` a data set hands the model builder."""
         if self.modality == "text":
-            return {"vocab_size": 30_522, "max_length": self.shape[0]}
-        side = self.shape[1] if self.shape[1] == self.shape[2] else self.shape[1:]
+            return {"vocab_size": self.vocab_size, "max_length": self.shape[0]}
+        side = self.shape[1] if self.shape[1] == self.shape[2] else list(self.shape[1:])
         return {"in_channels": self.shape[0], "image_size": side}
 
-    def example(self, device: str | torch.device) -> dict[str, torch.Tensor] | torch.Tensor:
-        if self.modality == "text":
-            ids = torch.ones((1, *self.shape), dtype=torch.long, device=device)
-            return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        return torch.zeros((1, *self.shape), device=device)
+    def example(self, model: nn.Module, device: str | torch.device) -> Any:
+        if self.modality != "text":
+            return torch.zeros((1, *self.shape), device=device)
+        ids = torch.ones((1, *self.shape), dtype=torch.long, device=device)
+        example = {"input_ids": ids}
+        # A mask of ones masks nothing: given only to a model that requires it, since a
+        # transformer builds its extended mask by reading values the meta device lacks.
+        required = inspect.signature(model.forward).parameters.get("attention_mask")
+        if required is not None and required.default is inspect.Parameter.empty:
+            example["attention_mask"] = torch.ones_like(ids)
+        return example
 
 
 def inputs_of(cfg: DictConfig) -> Inputs:
     """One example's shape for the run config's data set and model."""
-    data, name = cfg.dataset, str(cfg.dataset.id)
-    classes = CLASSES.get(name, 2)
+    data, facts = cfg.dataset, dataset_facts(cfg)
+    classes = facts.need("classes")
     if data.modality == "text":
-        length = OmegaConf.select(cfg, "model.tokenizer.max_length")
-        if not length:
+        tokenizer = OmegaConf.select(cfg, "model.tokenizer") or {}
+        if not tokenizer.get("max_length"):
             raise ConfigError(f"model={cfg.model.id} has no tokenizer.max_length to count at")
-        return Inputs("text", (int(length),), classes)
+        vocab = tokenizer.get("vocab_size")
+        if tokenizer.get("kind") != "pretrained":
+            vocab = vocab or NOMINAL_VOCABULARY
+        return Inputs("text", (int(tokenizer.max_length),), classes, vocab)
     if data.modality == "audio":
         from lerac.suite.data.spectrogram import SpectrogramSettings
 
         fields = SpectrogramSettings.__dataclass_fields__
         settings = SpectrogramSettings(**{k: data[k] for k in fields if k in data})
         return Inputs("audio", (1, settings.n_mels, settings.frames), classes)
-    channels, side = IMAGE_INPUTS.get(name, (data.get("channels", 3), data.get("image_size")))
-    if not side:
-        raise ConfigError(f"dataset={name} has no fixed image size to count FLOPs at")
-    return Inputs("image", (int(channels), int(side), int(side)), classes)
-
-
-def architecture(source: str) -> Any:
-    """A transformers config for a checkpoint: its fetched config.json, else the table."""
-    from transformers import AutoConfig
-
-    from lerac.suite.models.hub import fetched_copy
-
-    for folder in (Path(source).expanduser(), fetched_copy(source)):
-        if (folder / "config.json").is_file():
-            return AutoConfig.from_pretrained(str(folder))
-    if source not in ARCHITECTURES:
-        raise ConfigError(f"no architecture known for {source}: fetch it (lerac-fetch) first")
-    kind, fields = ARCHITECTURES[source]
-    return AutoConfig.for_model(kind, **fields)
-
-
-def pretrained_model(node: Mapping[str, Any], inputs: Inputs) -> nn.Module:
-    """The architecture of a model that loads ``node['pretrained']``, without weights."""
-    import transformers
-
-    from lerac.suite.models.hf_image import wrap
-
-    config = architecture(str(node["pretrained"]))
-    config.num_labels = inputs.num_classes
-    if inputs.modality == "text":
-        model = transformers.AutoModelForSequenceClassification.from_config(config)
-        return _Logits(model)
-    model = transformers.AutoModelForImageClassification.from_config(config)
-    size = node.get("resize_to") or getattr(config, "image_size", None)
-    return wrap(model, size if size != inputs.shape[-1] else None, config.num_channels)
-
-
-class _Logits(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
-        # No attention mask: all ones (as counted) masks nothing, and building one reads
-        # values, which the meta device has none of.
-        return self.model(input_ids=input_ids).logits
+    return Inputs("image", facts.need("image_shape"), classes)
 
 
 def _rnn_layer_flops(x, w_ih, w_hh, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
@@ -156,23 +102,19 @@ def forward_flops(model: nn.Module, example: Any) -> int:
     return counter.get_total_flops()
 
 
-def build_model(cfg: DictConfig, inputs: Inputs) -> nn.Module:
-    from lerac.suite.build import build
-
-    node = OmegaConf.to_container(cfg.model, resolve=True)
-    if node.get("pretrained"):
-        return pretrained_model(node, inputs)
-    return build(cfg.model, num_classes=inputs.num_classes, **inputs.spec())
+def flops_on(cfg: DictConfig, device: str) -> float:
+    """Training FLOPs of one example with the model and the example on ``device``."""
+    inputs = inputs_of(cfg)
+    with torch.device(device), architecture_only():  # checkpoints: architecture, no weights
+        model = build_model(cfg.model, inputs.num_classes, inputs.spec()).eval()
+        return float(BACKWARD_FACTOR * forward_flops(model, inputs.example(model, device)))
 
 
 def training_flops(cfg: DictConfig) -> float:
-    """FLOPs of one training example (forward and backward) for a composed run config."""
-    inputs = inputs_of(cfg)
-    try:  # the meta device: shapes only, no memory
-        with torch.device("meta"):
-            model = build_model(cfg, inputs).eval()
-            flops = forward_flops(model, inputs.example("meta"))
-    except (NotImplementedError, RuntimeError):  # needs real values (packed sequences)
-        model = build_model(cfg, inputs).eval()
-        flops = forward_flops(model, inputs.example("cpu"))
-    return float(BACKWARD_FACTOR * flops)
+    """FLOPs of one training example (forward and backward) for a composed run config:
+    on the meta device (shapes only, no memory), else on the CPU for a model whose
+    forward pass needs real values (the LSTM's packed sequences)."""
+    try:
+        return flops_on(cfg, "meta")
+    except (NotImplementedError, RuntimeError):
+        return flops_on(cfg, "cpu")

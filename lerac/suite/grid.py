@@ -23,6 +23,7 @@ run resumes from its checkpoint.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -33,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -43,6 +43,7 @@ from lerac.engine.store import read_metrics, run_group, run_key
 from lerac.errors import ConfigError
 from lerac.suite.compose import register_resolvers
 from lerac.suite.config import CONF_DIR, REPO, RESULTS_DIR
+from lerac.suite.protocol import resolve_protocol
 
 BENCHMARK = RESULTS_DIR / "benchmark.json"
 MAIN = "main"
@@ -56,20 +57,6 @@ SMOKE = [
     "trainer.max_epochs=2",
     f"model.table1.lerac_k={SMOKE_K}",
 ]
-# Training examples per epoch (official training split, before the 10% validation split),
-# for the GPU-hours estimate only. Sources: paper section 4.1 and each data set's official release.
-TRAIN_EXAMPLES = {
-    "digits": 1_437,
-    "cifar10": 50_000,
-    "cifar100": 50_000,
-    "tiny_imagenet": 100_000,
-    "imagenet200": 260_000,  # ~1,300 per class x 200 (ImageNet-1k train)
-    "boolq": 9_427,
-    "rte": 2_490,
-    "qnli": 104_743,
-    "crema_d": 5_209,  # 70% of 7,442
-    "esc50": 1_600,  # four of the five folds
-}
 
 
 @dataclass
@@ -115,6 +102,13 @@ def _compose(overrides: Sequence[str]) -> DictConfig:
     return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
+def compose_cell(name: str, job: Sequence[str], overrides: Sequence[str]) -> DictConfig:
+    """A cell's config as its run trains with it: composed, its protocol resolved (the
+    cell's and the extra overrides are what the run sets explicitly, as in its job)."""
+    args = [f"experiment={name}", *job, *overrides]
+    return resolve_protocol(_compose(args), args)[0]
+
+
 def load_experiment(name: str, overrides: Sequence[str] = ()) -> Experiment:
     """Compose ``experiment=<name>`` and read its blocks (main first)."""
     try:
@@ -155,11 +149,20 @@ def _strings(node: Any) -> dict[str, Any]:
 
 
 def expand(params: dict[str, str]) -> list[list[str]]:
-    """The jobs of one sweep, each a list of ``key=value``, as Hydra's basic sweeper
-    makes them (same grammar: ``a,b``, ``range(5)``, ``choice(...)``)."""
+    """The jobs of one sweep, each a list of ``key=value``: the cartesian product Hydra's
+    basic sweeper makes, read with Hydra's override grammar (``a,b``, ``range(5)``,
+    ``choice(...)``)."""
     overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    (jobs,) = BasicSweeper.split_arguments(overrides, None)
-    return jobs
+    axes: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ConfigError(f"{key}: a grid takes lists, range() or choice(), not intervals")
+    return [list(job) for job in itertools.product(*axes.values())]
 
 
 def _resolve_missing(job: dict[str, str], value: str) -> str:
@@ -191,8 +194,8 @@ def enumerate_runs(
                     cache[cell] = "not composed"
                 if cell not in cache:
                     try:
-                        cache[cell] = _compose([f"experiment={experiment.name}", *job, *overrides])
-                    except (HydraException, OmegaConfBaseException) as err:
+                        cache[cell] = compose_cell(experiment.name, job, overrides)
+                    except (HydraException, OmegaConfBaseException, ConfigError) as err:
                         cache[cell] = str(err).splitlines()[0]
                 cfg = cache[cell]
                 seed = int(items.get("seed", experiment.cfg.seed))
@@ -233,15 +236,6 @@ def _read(run_dir: Path) -> dict[str, Any] | None:
         return read_metrics(run_dir)
     except (OSError, ValueError):
         return None  # corrupt: counts as missing and is trained again
-
-
-def _numbers(node: Any, path: str = "") -> dict[str, float]:
-    if isinstance(node, dict):
-        out: dict[str, float] = {}
-        for key, value in node.items():
-            out.update(_numbers(value, f"{path}.{key}" if path else str(key)))
-        return out
-    return {path: float(node)} if isinstance(node, (int, float)) else {}
 
 
 # --- the plan: GPU-hours from each model's FLOPs, and the data each block needs ----------
@@ -289,11 +283,23 @@ def gpu_rate(gpu: str, utilisation: float = UTILISATION, benchmark: Path | None 
     return rate, f"{GPUS[gpu] / 1e12:.0f} TFLOP/s bf16 x {utilisation:.0%} assumed"
 
 
-def cell_flops(experiment: Experiment, runs: list[Run], overrides: Sequence[str] = ()):
-    """Training FLOPs per example of each (dataset, model) cell, or why there is none."""
+@dataclass(frozen=True)
+class CellCost:
+    """What one epoch of a (dataset, model) cell costs: training FLOPs per example (the
+    model built as training builds it) and training examples (``dataset.facts``)."""
+
+    flops: float
+    train_examples: int
+
+
+def cell_costs(
+    experiment: Experiment, runs: list[Run], overrides: Sequence[str] = ()
+) -> dict[tuple[str, str], CellCost | str]:
+    """The cost of each (dataset, model) cell of ``runs``, or why there is none."""
+    from lerac.suite.data.facts import dataset_facts
     from lerac.suite.flops import training_flops
 
-    cells: dict[tuple[str, str], float | str] = {}
+    cells: dict[tuple[str, str], CellCost | str] = {}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for run in runs:
             cell = (run.dataset, run.model)
@@ -301,15 +307,16 @@ def cell_flops(experiment: Experiment, runs: list[Run], overrides: Sequence[str]
                 continue
             job = [o for o in run.overrides if not o.startswith("seed=")]
             try:
-                cfg = _compose([f"experiment={experiment.name}", *job, *overrides])
-                cells[cell] = training_flops(cfg)
+                cfg = compose_cell(experiment.name, job, overrides)
+                examples = dataset_facts(cfg).need("train_examples")
+                cells[cell] = CellCost(training_flops(cfg), examples)
             except (HydraException, OmegaConfBaseException, ConfigError) as err:
                 cells[cell] = str(err).splitlines()[0]
     return cells
 
 
 def estimate_hours(
-    runs: list[Run], flops: dict[tuple[str, str], float | str], rate: float
+    runs: list[Run], costs: dict[tuple[str, str], CellCost | str], rate: float
 ) -> tuple[float | None, int]:
     """GPU-hours of the missing runs: max epochs x training examples x FLOPs per example
     over ``rate`` FLOP/s (an upper bound: early stopping ends runs sooner); and how many
@@ -318,11 +325,11 @@ def estimate_hours(
     for run in runs:
         if run.done:
             continue
-        per_example = flops.get((run.dataset, run.model))
-        if run.epochs is None or run.dataset not in TRAIN_EXAMPLES or isinstance(per_example, str):
+        cost = costs.get((run.dataset, run.model))
+        if run.epochs is None or not isinstance(cost, CellCost):
             unknown += 1
             continue
-        seconds += run.epochs * TRAIN_EXAMPLES[run.dataset] * per_example / rate
+        seconds += run.epochs * cost.train_examples * cost.flops / rate
     return (seconds / 3600 if seconds or not unknown else None), unknown
 
 
@@ -374,13 +381,13 @@ def plan(
 ) -> str:
     """DRY=1: every run with its status, per-cell FLOPs, missing data, GPU-hours."""
     rate, how = gpu_rate(gpu, utilisation, benchmark)
-    flops = cell_flops(experiment, [r for r in runs if not r.done], overrides)
-    hours, unknown = estimate_hours(runs, flops, rate)
+    costs = cell_costs(experiment, [r for r in runs if not r.done], overrides)
+    hours, unknown = estimate_hours(runs, costs, rate)
     lines = [
         f"{r.status:9s} [{r.block}] {r.key}" + (f"  ({r.note})" if r.note else "") for r in runs
     ]
-    for (dataset, model), value in flops.items():
-        per = f"{value / 1e9:.2f} GFLOP" if isinstance(value, float) else f"? ({value})"
+    for (dataset, model), cost in costs.items():
+        per = f"{cost.flops / 1e9:.2f} GFLOP" if isinstance(cost, CellCost) else f"? ({cost})"
         lines.append(f"flops: {model} on {dataset}: {per} per training example (x3 forward)")
     lines += data_lines(runs, Path(experiment.cfg.paths.data_dir))
     extra = f"; {unknown} runs without an estimate" if unknown else ""
@@ -395,10 +402,8 @@ def submit(experiment: Experiment, runs: list[Run], overrides: Sequence[str]) ->
 
     The launcher receives the jobs a sweep would make (the experiment, the cell, the extra
     overrides) and ``lerac.suite.train.job`` as the task, which pickles by name."""
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.plugins import Plugins
-    from hydra.core.utils import JobStatus
-    from hydra.types import HydraContext, RunMode
+    from hydra.core.utils import JobStatus, configure_log
 
     from lerac.suite.train import job
 
@@ -409,14 +414,11 @@ def submit(experiment: Experiment, runs: list[Run], overrides: Sequence[str]) ->
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), path) if p)
     name = f"experiment={experiment.name}"
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        hydra = GlobalHydra.instance().hydra
-        cfg = hydra.compose_config(
-            "train", [name, *overrides], run_mode=RunMode.MULTIRUN, with_log_configuration=True
-        )
+        cfg = _compose([name, "hydra.mode=MULTIRUN", *overrides])
+        configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)  # "Launching N jobs"
         extra = list(cfg.hydra.overrides.task)[1:]  # the task overrides after experiment=
-        context = HydraContext(config_loader=hydra.config_loader, callbacks=_callbacks(cfg))
         launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=context, task_function=job, config=cfg
+            hydra_context=hydra_context(cfg), task_function=job, config=cfg
         )
         print(f"submitting {len(runs)} runs to {cfg.hydra.launcher._target_}", flush=True)
         try:
@@ -431,10 +433,18 @@ def submit(experiment: Experiment, runs: list[Run], overrides: Sequence[str]) ->
     return 1 if failed else 0
 
 
-def _callbacks(cfg: DictConfig) -> Any:
+def hydra_context(cfg: DictConfig) -> Any:
+    """What a launcher needs besides the config: the config loader it composes each job
+    with (public, GlobalHydra) and the callbacks the config names. Hydra has no public way
+    to build the callbacks (its entrypoint does it internally), so this uses
+    ``hydra._internal.callbacks``: pyproject.toml pins hydra-core below 1.4 for it, and
+    tests/test_grid.py launches a real grid through it."""
     from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import HydraContext
 
-    return Callbacks(cfg)
+    loader = GlobalHydra.instance().config_loader()
+    return HydraContext(config_loader=loader, callbacks=Callbacks(cfg))
 
 
 def smoke(experiment: Experiment) -> Experiment:

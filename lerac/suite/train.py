@@ -18,7 +18,7 @@ import random
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from lerac.errors import ConfigError, CorruptDataError, LeRaCError, RunInterrupt
 from lerac.suite.build import build, build_data, build_model
 from lerac.suite.compose import register_resolvers
 from lerac.suite.config import CONF_DIR
-from lerac.suite.protocol import apply_protocol, prepare_model, prepare_splits, selected_on
+from lerac.suite.protocol import ResolvedProtocol, resolve_protocol
 from lerac.suite.validate import validate
 
 # Settings that do not change what a run computes.
@@ -57,6 +57,7 @@ BOOKKEEPING = (
     "paths",
     "hydra",
     "grid",  # an experiment's grid blocks: a run shared by two tables is the same run
+    "dataset.facts",  # what the data set is (for estimates), not how it is read
 )
 
 # A launcher's job process imports this module to run a job (module docstring of config).
@@ -158,10 +159,12 @@ def read_data(cfg: DictConfig, store: RunStore) -> Any:
         ) from err
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Train one run described by ``cfg`` into ``run_dir``, resuming from its checkpoint
-    when it holds one; return its metrics."""
-    cfg = apply_protocol(cfg)  # conf/protocol: the released code's values where asked
+    when it holds one; return its metrics. ``overrides``: the overrides ``cfg`` was
+    composed with (what the user set explicitly), which the protocol gives way to."""
+    cfg, protocol = resolve_protocol(cfg, overrides)  # conf/protocol, resolved once
+    protocol.warn()
     validate(cfg)  # one clear error before anything is built or read
     settings = TrainerSettings.from_config(OmegaConf.to_container(cfg.trainer, resolve=True))
     identity = describe(cfg)
@@ -174,7 +177,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     with RunLock(store.dir), deterministic(settings.deterministic), StopSignals() as stop:
         checkpoint = open_run(cfg, store)
         metrics: dict[str, Any] = {**identity, "key": key, "status": "running"}
-        metrics["selected_on"] = selected_on(cfg)  # "test" only under protocol.selection
+        metrics["selected_on"] = protocol.selected_on  # "test" only under protocol.selection
         store.write_metrics(metrics)  # a killed run is listed, not invisible
         logger: NoLogger = build(cfg.logger)
         try:
@@ -189,7 +192,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 seed=cfg.seed,
                 desc=key,
             )
-            splits, result = build_and_fit(cfg, trainer, identity, key)
+            splits, result = build_and_fit(cfg, trainer, identity, key, protocol=protocol)
         except BaseException as err:
             record_failure(store, logger, metrics, err)
             raise
@@ -243,13 +246,19 @@ def open_run(cfg: DictConfig, store: RunStore) -> Checkpoint:
 
 
 def build_and_fit(
-    cfg: DictConfig, trainer: Trainer, identity: dict[str, Any], key: str
+    cfg: DictConfig,
+    trainer: Trainer,
+    identity: dict[str, Any],
+    key: str,
+    *,
+    protocol: ResolvedProtocol,
 ) -> tuple[Any, FitResult]:
-    """Data, model and optimizer from the config; trained by ``trainer``."""
+    """Data, model and optimizer from the config, as the protocol adapts them; trained by
+    ``trainer``."""
     store = trainer.store
     seed_everything(cfg.seed)
-    splits = prepare_splits(read_data(cfg, store), cfg)
-    model = prepare_model(build_model(cfg.model, splits.num_classes, splits.input_spec), cfg)
+    splits = protocol.adapt_splits(read_data(cfg, store))
+    model = protocol.adapt_model(build_model(cfg.model, splits.num_classes, splits.input_spec))
     make_optimizer = build(cfg.optimizer, _partial_=True)
     group = run_group(identity["dataset"], identity["model"], identity["regime"], cfg.tag)
     trainer.logger.start(OmegaConf.to_container(cfg, resolve=True), str(store.dir), key, group)
@@ -298,8 +307,10 @@ def job(cfg: DictConfig) -> None:
 
     A module-level function of an imported module: a launcher that pickles its task
     (submitit) sends a reference to ``lerac.suite.train.job``, never the function's globals."""
+    hydra = HydraConfig.get()
     try:
-        train(cfg, HydraConfig.get().runtime.output_dir)
+        # The job's own overrides (command line, sweep or grid cell): the protocol gives way.
+        train(cfg, hydra.runtime.output_dir, overrides=list(hydra.overrides.task))
     except LeRaCError as err:
         # A problem the user can fix: one line, no traceback; a sweep goes on.
         print(f"error: {err}", file=sys.stderr)

@@ -5,15 +5,40 @@ Every HuggingFace-backed model (CvT-13, BERT, any ``hf_*`` model) loads through
 is; a hub id is looked up in the local cache first and downloaded only if the cache lacks
 it. When neither works (the hub is unreachable on these machines) the run ends with a
 :class:`PretrainedUnavailable` that says how to provide the files.
+
+Inside :func:`architecture_only` a model is built from its architecture alone (the fetched
+``config.json``, else the published configuration), without weights: the FLOP estimate
+builds every model the way training does, with no checkpoint needed.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from lerac.errors import LeRaCError
+from lerac.errors import ConfigError, LeRaCError
+
+# The published architectures of the paper's pre-trained checkpoints (their config.json on
+# the hub): CvT-13 is transformers' default CvtConfig; BERT-large has 24 layers of width 1024.
+PUBLISHED_ARCHITECTURES = {
+    "microsoft/cvt-13": ("cvt", {}),
+    "bert-large-uncased": (
+        "bert",
+        {
+            "hidden_size": 1024,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "intermediate_size": 4096,
+        },
+    ),
+}
+_ARCHITECTURE_ONLY: ContextVar[bool] = ContextVar("architecture_only", default=False)
+# The keyword arguments of from_pretrained that are fields of the model's config.
+CONFIG_KWARGS = ("num_labels", "id2label", "label2id")
 
 
 class PretrainedUnavailable(LeRaCError):
@@ -27,6 +52,8 @@ def from_pretrained(cls: Any, source: str, what: str = "weights", **kwargs: Any)
     image processor); ``what`` names it in the error message.
     """
     source = str(source)
+    if building_architecture_only() and hasattr(cls, "from_config"):
+        return from_architecture(cls, source, **kwargs)
     local = Path(source).expanduser()
     if not local.is_dir() and looks_like_hub_id(source) and fetched_copy(source).is_dir():
         local = fetched_copy(source)  # `lerac-fetch` put the hub id's files there
@@ -64,6 +91,43 @@ def from_pretrained(cls: Any, source: str, what: str = "weights", **kwargs: Any)
         f"{source.split('/')[-1]}`), copy that folder here and set "
         f"model.pretrained=weights/{source.split('/')[-1]}"
     )
+
+
+@contextmanager
+def architecture_only() -> Iterator[None]:
+    """Inside: :func:`from_pretrained` builds models without weights (module docstring)."""
+    token = _ARCHITECTURE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _ARCHITECTURE_ONLY.reset(token)
+
+
+def building_architecture_only() -> bool:
+    return _ARCHITECTURE_ONLY.get()
+
+
+def architecture(source: str) -> Any:
+    """A transformers config for a checkpoint: its config.json (the directory, or the
+    fetched copy of a hub id), else the published architecture."""
+    from transformers import AutoConfig
+
+    for folder in (Path(source).expanduser(), fetched_copy(source)):
+        if (folder / "config.json").is_file():
+            return AutoConfig.from_pretrained(str(folder))
+    if source not in PUBLISHED_ARCHITECTURES:
+        raise ConfigError(f"no architecture known for {source}: fetch it (lerac-fetch) first")
+    kind, fields = PUBLISHED_ARCHITECTURES[source]
+    return AutoConfig.for_model(kind, **fields)
+
+
+def from_architecture(cls: Any, source: str, **kwargs: Any) -> Any:
+    """``cls`` built from ``source``'s architecture, without weights."""
+    config = architecture(source)
+    for key in CONFIG_KWARGS:
+        if key in kwargs:
+            setattr(config, key, kwargs[key])
+    return cls.from_config(config)
 
 
 def fetched_copy(source: str) -> Path:

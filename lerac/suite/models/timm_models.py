@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from lerac.errors import ConfigError
-from lerac.suite.models.hub import PretrainedUnavailable
+from lerac.suite.models.hub import PretrainedUnavailable, building_architecture_only
 
 
 def timm_model(
@@ -47,6 +47,7 @@ def timm_model(
             + (f"; close names: {', '.join(close)}" if close else "")
             + " (timm.list_models() lists them all)"
         )
+    pretrained = pretrained and not building_architecture_only()  # the FLOP estimate
     kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_channels, **options)
     if pretrained and checkpoint:
         kwargs["pretrained_cfg_overlay"] = {"file": str(checkpoint)}
