@@ -111,6 +111,15 @@ def adamax_update(params, grads, exp_avgs, exp_infs, scalars, *, beta1, beta2, e
     _add_scaled_quotient_(params, exp_avgs, exp_infs, step_sizes)
 
 
+def scalar_table(scalars: list[list[float]], device: torch.device) -> Tensor:
+    """The per-tensor scalars as one float32 tensor on ``device``. For a GPU it is built in
+    pinned memory, so the copy runs asynchronously (a pageable source makes the host wait);
+    the caching host allocator keeps that memory until the copy has read it."""
+    pinned = device.type == "cuda"
+    table = torch.tensor(scalars, dtype=torch.float32, pin_memory=pinned)
+    return table.to(device, non_blocking=pinned)
+
+
 class _Kind:
     """How one optimizer class maps onto its update: state keys, options, per-tensor scalars."""
 
@@ -265,10 +274,7 @@ class FusedUpdate:
                 continue
             hyper = kind.hyper(groups[0])
             if self.compiled is not None:
-                table = torch.tensor(scalars, dtype=torch.float32).to(
-                    params[0].device, non_blocking=True
-                )
-                self.compiled(params, grads, states, table, hyper)
+                self.compiled(params, grads, states, scalar_table(scalars, params[0].device), hyper)
             elif kind.update is sgd_update and params[0].device.type == "cpu":
                 sgd_update_per_tensor(params, grads, *states, scalars, **hyper)
             else:
