@@ -12,8 +12,9 @@ returns streaming loaders with the same interface (``__len__``, ``__iter__``,
 Per batch, in order: ``augment`` (training batches only; may change targets, e.g. mix-up
 gives soft targets of shape (B, C)), then ``prepare`` (every split: normalize images) or
 ``trim`` (text: cut the padding). Both run on the device, on whole batches. Per-example
-facts the host needs for a batch (a text's token count, to know how far to cut) stay in
-CPU memory (``host_keys``), so reading them never waits for the GPU.
+facts the host needs for a batch (a text's token count, to know how far to cut) are
+computed once from the stored inputs and stay in CPU memory (``host_facts``), so reading
+them never waits for the GPU.
 """
 
 from __future__ import annotations
@@ -42,14 +43,6 @@ def move(inputs: Inputs, device: torch.device | str) -> Inputs:
     return inputs.to(device)
 
 
-def split_host(inputs: Inputs, keys: tuple[str, ...]) -> tuple[Inputs, dict[str, Tensor]]:
-    """``inputs`` without the entries named in ``keys``, and those entries (CPU tensors)."""
-    if not keys or not isinstance(inputs, dict):
-        return inputs, {}
-    host = {k: v.cpu() for k, v in inputs.items() if k in keys}
-    return {k: v for k, v in inputs.items() if k not in keys}, host
-
-
 def count(inputs: Inputs) -> int:
     return len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
 
@@ -65,9 +58,10 @@ class Splits:
     they are. ``prepare`` replaces that normalization when set (e.g. spectrograms to
     [0, 1]). ``trim(inputs, multiple)`` replaces both for inputs of variable width (text):
     it cuts a batch to its longest example, rounded up to ``multiple`` (the loaders'
-    ``pad_multiple``: > 1 under torch.compile, so it sees few shapes). ``host_keys`` name
-    entries of dict inputs that the loaders keep on the CPU (they reach ``trim``, not the
-    model). ``augment`` acts on training batches only. ``artifacts`` are files the run
+    ``pad_multiple``: > 1 under torch.compile, so it sees few shapes). ``host_facts(inputs)``
+    gives per-example CPU tensors (name -> tensor) that the loaders cut with each batch
+    and add to its inputs before ``trim``, which takes them out (the model never sees
+    them). ``augment`` acts on training batches only. ``artifacts`` are files the run
     keeps (name -> text), e.g. an LSTM's vocabulary, so its predictions can be reproduced.
     """
 
@@ -82,7 +76,7 @@ class Splits:
     augment: BatchTransform | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
     trim: Callable[[Inputs, int], Inputs] | None = None
-    host_keys: tuple[str, ...] = ()
+    host_facts: Callable[[Inputs], dict[str, Tensor]] | None = None
 
     def normalizer(
         self, device: torch.device | str = "cpu", pad_multiple: int = 1
@@ -129,7 +123,7 @@ class Splits:
     def loader(self, split: str, batch_size: int, device: torch.device | str, **options) -> Any:
         """One split's loader; a family that streams from disk overrides this."""
         inputs, targets = getattr(self, split)
-        inputs, host = split_host(inputs, self.host_keys)
+        host = {} if self.host_facts is None else self.host_facts(inputs)
         return TensorLoader(
             move(inputs, device), targets.to(device), batch_size, host=host, **options
         )

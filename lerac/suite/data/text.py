@@ -36,13 +36,7 @@ from lerac.engine.batches import Splits
 from lerac.engine.io import cache_key, cached
 from lerac.errors import ConfigError, DataNotFoundError
 from lerac.suite.data.base import hold_out, text_input
-from lerac.suite.data.tokenize import (
-    LENGTHS,
-    make_tokenizer,
-    to_tensors,
-    trim_padding,
-    with_lengths,
-)
+from lerac.suite.data.tokenize import make_tokenizer, to_tensors, token_lengths, trim_padding
 from lerac.suite.models.hub import hub_offline
 
 log = logging.getLogger("lerac")
@@ -106,13 +100,13 @@ def load_text(
 
 def _splits(stored: dict[str, Any]) -> Splits:
     return Splits(
-        train=(with_lengths(stored["train_inputs"]), stored["train_labels"]),
-        val=(with_lengths(stored["val_inputs"]), stored["val_labels"]),
-        test=(with_lengths(stored["test_inputs"]), stored["test_labels"]),
+        train=(stored["train_inputs"], stored["train_labels"]),
+        val=(stored["val_inputs"], stored["val_labels"]),
+        test=(stored["test_inputs"], stored["test_labels"]),
         num_classes=len(stored["label_names"]),
         input_spec=text_input(stored["vocab_size"], stored["max_length"]),
         trim=trim_padding,
-        host_keys=(LENGTHS,),
+        host_facts=token_lengths,
         artifacts={**stored["artifacts"], "labels.txt": "\n".join(stored["label_names"]) + "\n"},
     )
 

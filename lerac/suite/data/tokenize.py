@@ -178,9 +178,9 @@ def to_tensors(encoded: dict[str, list[list[int]]], pad_id: int) -> dict[str, Te
     return out
 
 
-def with_lengths(inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``inputs`` plus each example's token count (``lengths``, int32, where the mask is)."""
-    return inputs | {LENGTHS: inputs["attention_mask"].sum(dim=1, dtype=torch.int32)}
+def token_lengths(inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each example's token count (``lengths``, int32 on the CPU): ``Splits.host_facts``."""
+    return {LENGTHS: inputs["attention_mask"].sum(dim=1, dtype=torch.int32).cpu()}
 
 
 def trim_padding(inputs: dict[str, Tensor], multiple: int = 1) -> dict[str, Tensor]:
