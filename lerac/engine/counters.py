@@ -21,7 +21,8 @@ import logging
 import traceback
 import warnings
 from collections import Counter
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,19 @@ SYNCING_OPS = frozenset(
     }
 )
 INDEXING_OPS = frozenset({"index", "index_put", "index_put_", "_index_put_impl_"})
+_host_reads = [0]  # depth of on_host blocks
+
+
+@contextmanager
+def on_host() -> Iterator[None]:
+    """Marks reads of tensors that live in CPU memory on every device (a GPU run's too,
+    such as Adam's step counters or a text batch's token counts): they make no GPU wait,
+    so :class:`SyncCounter` leaves them out off CUDA too (on CUDA it never sees them)."""
+    _host_reads[0] += 1
+    try:
+        yield
+    finally:
+        _host_reads[0] -= 1
 
 
 def _site() -> tuple[str, bool]:
@@ -85,7 +99,7 @@ class _SyncingOps(TorchDispatchMode):
         self.record = record
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if waits_for_device(func, args):
+        if not _host_reads[0] and waits_for_device(func, args):
             self.record()
         return func(*args, **(kwargs or {}))
 

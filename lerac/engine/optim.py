@@ -34,6 +34,8 @@ import torch
 from torch import Tensor
 from torch.optim import SGD, Adam, Adamax, Optimizer
 
+from lerac.engine.counters import on_host
+
 
 def _add_scaled_quotient_(params, numerators, denominators, scalars) -> None:
     """params += scalars * numerators / denominators, per tensor."""
@@ -109,6 +111,16 @@ def adamax_update(params, grads, exp_avgs, exp_infs, scalars, *, beta1, beta2, e
     torch._foreach_add_(norms, eps)
     torch._foreach_maximum_(exp_infs, norms)
     _add_scaled_quotient_(params, exp_avgs, exp_infs, step_sizes)
+
+
+def count_steps(counters: list[Tensor]) -> list[float]:
+    """Adam's per-parameter step counters advanced by one, as floats. PyTorch keeps them
+    in CPU memory (unless ``capturable``), so reading them waits for no GPU."""
+    if not counters:
+        return []
+    torch._foreach_add_(counters, 1)
+    with on_host():
+        return [float(s) for s in counters]
 
 
 def scalar_table(scalars: list[list[float]], device: torch.device) -> Tensor:
@@ -264,10 +276,7 @@ class FusedUpdate:
                     column += [state[p].get(key) for p in live]
                 steps = [1.0] * len(live)
                 if kind.counts_steps:  # Adam family: count this step on CPU, as torch does
-                    counters = [state[p]["step"] for p in live]
-                    if counters:
-                        torch._foreach_add_(counters, 1)
-                    steps = [float(s) for s in counters]
+                    steps = count_steps([state[p]["step"] for p in live])
                 for column, values in zip(scalars, kind.scalars(group, steps)):
                     column += values
             if not params:

@@ -92,7 +92,9 @@ class MixUp:
         self.p, self.alpha, self.num_classes = p, alpha, num_classes
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        soft = y if y.ndim == 2 else F.one_hot(y, self.num_classes).to(x.dtype)
+        # One-hot by comparison: F.one_hot reads the labels' range back on the host off CUDA.
+        classes = torch.arange(self.num_classes, device=y.device)
+        soft = y if y.ndim == 2 else (y[:, None] == classes).to(x.dtype)
         # Parameters made on the device (no host copy) and not checked: a check reads them
         # back on the host, a wait for the GPU per batch.
         alpha = x.new_full((), self.alpha)

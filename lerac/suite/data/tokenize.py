@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lerac.engine.counters import on_host
 from lerac.errors import ConfigError
 
 PAD, UNK, SEP = "[PAD]", "[UNK]", "[SEP]"
@@ -190,7 +191,11 @@ def trim_padding(inputs: dict[str, Tensor], multiple: int = 1) -> dict[str, Tens
     mask; ``lengths`` does not go on to the model."""
     inputs = dict(inputs)
     lengths = inputs.pop(LENGTHS, None)
-    counts = inputs["attention_mask"].sum(dim=1) if lengths is None else lengths
+    if lengths is None:
+        longest = int(inputs["attention_mask"].sum(dim=1).max())  # reads the device
+    else:
+        with on_host():
+            longest = int(lengths.max())
     stored = inputs["attention_mask"].shape[1]
-    width = min(-(-max(int(counts.max()), 1) // multiple) * multiple, stored)
+    width = min(-(-max(longest, 1) // multiple) * multiple, stored)
     return {name: t[:, :width].long() for name, t in inputs.items()}

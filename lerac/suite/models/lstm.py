@@ -52,13 +52,21 @@ class LSTMClassifier(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor, **_: Tensor) -> Tensor:
         x = self.embedding(input_ids)
         last = (attention_mask.sum(dim=1) - 1).clamp_min(0)  # an empty text reads [PAD]
+        x = self.recurrent(x)
+        # The second layer's output after each text's last real token: (B, H).
+        states = x.gather(1, last.view(-1, 1, 1).expand(-1, 1, x.shape[-1])).squeeze(1)
+        return self.classifier(states)
+
+    @torch.compiler.disable
+    def recurrent(self, x: Tensor) -> Tensor:
+        """The LSTM layers, in float32 outside autocast. Never compiled (Dynamo does not
+        trace RNNs; cuDNN runs them either way): torch.compile compiles the embedding and
+        the classifier around it as two graphs."""
         with torch.autocast(x.device.type, enabled=False):
             x = x.float()
             for lstm in self.lstm:
                 x, _ = lstm(x)
-        # The second layer's output after each text's last real token: (B, H).
-        states = x.gather(1, last.view(-1, 1, 1).expand(-1, 1, x.shape[-1])).squeeze(1)
-        return self.classifier(states)
+        return x
 
     def cbs_sites(self) -> list[tuple[nn.Module, str]]:
         """CBS smooths the word embeddings along the sequence (layout nlc): the input end
