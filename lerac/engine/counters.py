@@ -6,9 +6,10 @@ depends on the data (``nonzero``, indexing with a boolean mask, ``unique``) and 
 that block. On CUDA it counts what PyTorch's own detector reports
 (``torch.cuda.set_sync_debug_mode("warn")``); on other devices it counts, through a
 dispatch mode, the operators that would make a GPU wait, so a test on the CPU finds the
-same places. Each count is kept by site, ``file:line`` of the innermost frame outside
-torch itself (this repository's files relative to its root), with the share whose site is
-this repository's own code (:attr:`SyncCounter.ours`).
+same places. Each count is kept by site, ``file:line`` of the innermost frame that does
+more than pass the call on (this repository's files relative to its root; a sync inside
+torch.optim or transformers is theirs), with the share whose site is this repository's
+own code (:attr:`SyncCounter.ours`).
 
 :class:`RecompileCounter` counts torch.compile's recompilations with their reasons (the
 messages ``TORCH_LOGS=recompiles`` prints), whether Dynamo hit its recompile limit, and
@@ -33,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 TORCH = Path(torch.__file__).resolve().parent
 HERE = Path(__file__).resolve()
 SYNC_WARNING = "called a synchronizing CUDA operation"
+PLUMBING = ("_compile.py", "_dynamo/", "utils/_python_dispatch.py", "_ops.py", "overrides.py")
+PLUMBING += ("_tensor.py", "_jit_internal.py", "utils/_contextlib.py")
 # Operators that read device memory on the host: on a GPU the host waits for them.
 # (item/int/float/bool reach the dispatcher as _local_scalar_dense.)
 SYNCING_OPS = frozenset(
@@ -64,20 +67,31 @@ def on_host() -> Iterator[None]:
         _host_reads[0] -= 1
 
 
+def _plumbing(path: Path) -> bool:
+    """Frames that only carry a call from its caller to the operator (this module, torch's
+    dispatch and compile wrappers, the Tensor method layer): a sync is the caller's."""
+    if path == HERE:
+        return True
+    if not path.is_relative_to(TORCH):
+        return False
+    inside = path.relative_to(TORCH).as_posix()
+    return inside.startswith(PLUMBING)
+
+
 def _site() -> tuple[str, bool]:
-    """``file:line`` of the innermost frame outside torch and this module, and whether it
-    is this repository's code."""
-    frames = [
-        f
-        for f in traceback.extract_stack()
-        if not Path(f.filename).resolve().is_relative_to(TORCH)
-        and Path(f.filename).resolve() != HERE
-    ]
+    """``file:line`` of the innermost frame that is not plumbing, and whether it is this
+    repository's code (a sync inside torch.optim or transformers is theirs)."""
+    frames = [f for f in traceback.extract_stack() if not _plumbing(Path(f.filename).resolve())]
     if not frames:
         return "torch", False
     path = Path(frames[-1].filename).resolve()
     ours = path.is_relative_to(REPO) and ".venv" not in path.relative_to(REPO).parts
-    name = str(path.relative_to(REPO)) if ours else "/".join(path.parts[-2:])
+    if ours:
+        name = str(path.relative_to(REPO))
+    else:  # a package's file from its own name on, else the last two parts
+        parts = path.parts
+        start = parts.index("site-packages") + 1 if "site-packages" in parts else len(parts) - 2
+        name = "/".join(parts[start:])
     return f"{name}:{frames[-1].lineno}", ours
 
 
