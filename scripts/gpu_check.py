@@ -141,7 +141,7 @@ def write_status(check: Check, final: bool = False) -> bool:
 def record(check: Check, name: str, status: str, seconds: float, **figures) -> None:
     check.stages[name] = {"status": status, "seconds": round(seconds, 1), **figures}
     line = figures.get("error") or ""
-    print(f"gpu_check: {name:<26} {status:<7} {seconds:6.1f}s {line}"[:300], flush=True)
+    print(f"gpu_check: {name:<26} {status:<7} {seconds:6.1f}s {line}"[:400], flush=True)
     write_status(check)
 
 
@@ -165,9 +165,9 @@ def run_imports(check: Check) -> bool:
     error = ""
     if missing:
         error = (
-            f"missing: {', '.join(missing)} ({'; '.join(missing.values())})"[:600]
-            + ". Build them here with `make gpu-wheels` and carry .gpu-wheels"
-        )
+            f"missing: {', '.join(missing)}; build them with `make gpu-wheels` and carry "
+            f".gpu-wheels ({'; '.join(missing.values())})"
+        )[:700]
     elif check.device == "cuda" and not info.get("cuda_available"):
         error = "no CUDA device is visible (GPU_CHECK_DEVICE=cpu rehearses on the CPU)"
     status = "failed" if error else "ok"
