@@ -112,14 +112,6 @@ def table13(
     probability that an image gets that transform. Solarization inverts pixels at or
     above 128; blur is a 3x3 Gaussian with sigma in [0.1, 2]; sharpening doubles the
     sharpness; rotation is uniform in +-``rotation_degrees``, corners filled with 0."""
-    chances = dict(
-        flip=flip,
-        rotation=rotation,
-        solarize=solarize,
-        blur=blur,
-        sharpen=sharpen,
-        autocontrast=autocontrast,
-    )
 
     def augment(images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         if images.dtype != torch.uint8:
@@ -130,16 +122,16 @@ def table13(
         n, device = len(images), images.device
         angles = (2 * torch.rand(n, device=device) - 1) * rotation_degrees
         sigmas = 0.1 + 1.9 * torch.rand(n, device=device)
-        steps = (
-            ("flip", flipped),
-            ("rotation", lambda x: rotated(x, angles)),
-            ("solarize", solarized),
-            ("blur", lambda x: blurred(x, sigmas)),
-            ("sharpen", sharpened),
-            ("autocontrast", autocontrasted),
+        steps = (  # (probability, the step on the whole batch), in Table 13's order
+            (flip, flipped),
+            (rotation, lambda x: rotated(x, angles)),
+            (solarize, solarized),
+            (blur, lambda x: blurred(x, sigmas)),
+            (sharpen, sharpened),
+            (autocontrast, autocontrasted),
         )
-        for name, step in steps:
-            images = per_sample(images, chances[name], step(images))
+        for chance, step in steps:
+            images = per_sample(images, chance, step(images))
         return images, targets
 
     return augment
