@@ -13,7 +13,7 @@
 #
 # GPU_CHECK_DEVICE=cpu rehearses every stage at a tiny size on the CPU through the same
 # code (docs/performance.md). Other knobs: GPU_CHECK_STAGES (a comma list, e.g. to rerun
-# the failed ones), GPU_CHECK_JOBS (stages at a time: 3 on CUDA, 1 on the CPU),
+# the failed ones), GPU_CHECK_JOBS (stages at a time: 4 on CUDA, 1 on the CPU),
 # GPU_CHECK_WHEELS (the wheels folder, .gpu-wheels).
 set -u
 cd "$(dirname "$0")/.."

@@ -309,6 +309,15 @@ def rnn_dtypes(model: Any, splits: Any, accel: Any) -> list[str]:
     return seen
 
 
+def channels_last(model: Any) -> bool | None:
+    """Whether the model's convolution weights are NHWC (None: no k x k convolution); the
+    weights whose layout tells (k > 1, more than one input channel)."""
+    weights = [w for w in model.parameters() if w.ndim == 4 and w.shape[1] > 1 and w.shape[-1] > 1]
+    if not weights:
+        return None
+    return all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+
+
 def window_figures(probe: StepWindows) -> dict[str, Any]:
     """Per-step syncs (all, and in this repository's code), recompiles and host time of the
     measured epoch's complete windows."""
@@ -376,6 +385,7 @@ def stage_family(name: str, device: str, work: Path) -> dict[str, Any]:
         "batch_size": settings.batch_size,
         "params": sum(p.numel() for p in model.parameters()),
         "compile": str(settings.compile),
+        "channels_last": channels_last(model),
         "epoch_seconds": [row["seconds"] for row in history],
         "train_loss": [row["train_loss"] for row in history],
         "test_loss": round(result.test_loss, 5),
@@ -398,6 +408,8 @@ def stage_family(name: str, device: str, work: Path) -> dict[str, Any]:
     }
     if name == "lstm":
         checks["lstm_runs_float32"] = set(figures["lstm_dtypes"]) == {"torch.float32"}
+    if device == "cuda" and figures["channels_last"] is not None:
+        checks["channels_last_on_cuda"] = figures["channels_last"]
     return check_result(checks, **figures)
 
 

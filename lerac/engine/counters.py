@@ -18,6 +18,7 @@ the graphs compiled and graph breaks met meanwhile.
 
 from __future__ import annotations
 
+import functools
 import logging
 import traceback
 import warnings
@@ -30,9 +31,9 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-REPO = Path(__file__).resolve().parents[2]
-TORCH = Path(torch.__file__).resolve().parent
 HERE = Path(__file__).resolve()
+PACKAGE, REPO = HERE.parents[1], HERE.parents[2]  # lerac/, and the checkout holding it
+TORCH = Path(torch.__file__).resolve().parent
 SYNC_WARNING = "called a synchronizing CUDA operation"
 PLUMBING = ("_compile.py", "_dynamo/", "utils/_python_dispatch.py", "_ops.py", "overrides.py")
 PLUMBING += ("_tensor.py", "_jit_internal.py", "utils/_contextlib.py")
@@ -67,27 +68,31 @@ def on_host() -> Iterator[None]:
         _host_reads[0] -= 1
 
 
+@functools.cache
+def _resolved(filename: str) -> Path:
+    return Path(filename).resolve()
+
+
 def _plumbing(path: Path) -> bool:
     """Frames that only carry a call from its caller to the operator (this module, torch's
     dispatch and compile wrappers, the Tensor method layer): a sync is the caller's."""
     if path == HERE:
         return True
-    if not path.is_relative_to(TORCH):
-        return False
-    inside = path.relative_to(TORCH).as_posix()
-    return inside.startswith(PLUMBING)
+    return path.is_relative_to(TORCH) and path.relative_to(TORCH).as_posix().startswith(PLUMBING)
 
 
 def _site() -> tuple[str, bool]:
     """``file:line`` of the innermost frame that is not plumbing, and whether it is this
     repository's code (a sync inside torch.optim or transformers is theirs)."""
-    frames = [f for f in traceback.extract_stack() if not _plumbing(Path(f.filename).resolve())]
+    frames = [f for f in traceback.extract_stack() if not _plumbing(_resolved(f.filename))]
     if not frames:
         return "torch", False
-    path = Path(frames[-1].filename).resolve()
-    ours = path.is_relative_to(REPO) and ".venv" not in path.relative_to(REPO).parts
+    path = _resolved(frames[-1].filename)
+    ours = path.is_relative_to(PACKAGE) or (
+        path.is_relative_to(REPO) and "site-packages" not in path.parts
+    )
     if ours:
-        name = str(path.relative_to(REPO))
+        name = path.relative_to(REPO).as_posix()
     else:  # a package's file from its own name on, else the last two parts
         parts = path.parts
         start = parts.index("site-packages") + 1 if "site-packages" in parts else len(parts) - 2
