@@ -13,7 +13,7 @@ GRID_FLAGS = $(if $(call truthy,$(DRY)),--dry) $(if $(call truthy,$(SMOKE)),--sm
 # make data DATASETS="cifar10 esc50" (default: all that can be downloaded) | CHECK=1
 DATASETS ?= all
 
-.PHONY: install test test-cluster lint docs demo bench data clean reproduce-controls \
+.PHONY: install test test-cluster lint docs demo bench data clean gpu-wheels reproduce-controls \
 	reproduce-protocol $(addprefix reproduce-table,$(TABLES))
 
 install: $(VENV)/.installed
@@ -75,6 +75,19 @@ reproduce-protocol: install
 # (BENCH_QUICK=1: the quick size, under 10 minutes on 2 CPU cores).
 bench: install
 	$(PY) scripts/bench.py
+
+# The wheels a lent GPU machine lacks for scripts/gpu_check.sh (docs/performance.md), into
+# .gpu-wheels/ (git-ignored; the device call carries it): Hydra and OmegaConf as published
+# (pure Python, for the machine's CPython 3.12 as for this one), antlr4's runtime built
+# here from its source archive (PyPI has no wheel of it). No venv needed.
+GPU_WHEELS := .gpu-wheels
+GPU_WHEEL_PINS := hydra-core==1.3.8 omegaconf==2.3.1
+gpu-wheels:
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 -d $(GPU_WHEELS) $(GPU_WHEEL_PINS)
+	$(PYTHON) -m pip wheel --no-deps -w $(GPU_WHEELS) antlr4-python3-runtime==4.9.3
+	ls -l $(GPU_WHEELS)
 
 # The data sets and checkpoints into paths.data_dir (lerac/suite/sources.yaml, docs/data.md).
 data: install

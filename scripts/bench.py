@@ -312,7 +312,9 @@ def describe(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def run(size_name: str, device: torch.device, data_dir: str | None) -> dict[str, Any]:
+def run(
+    size_name: str, device: torch.device, data_dir: str | None, throughput_on: str = "all"
+) -> dict[str, Any]:
     size = SIZES[size_name]
     batch = random_batch(device, size)
     report: dict[str, Any] = {
@@ -355,7 +357,7 @@ def run(size_name: str, device: torch.device, data_dir: str | None) -> dict[str,
     report["device_loader_speedup"] = loader["speedup"]
 
     report["throughput"] = {}
-    for each in device_names():
+    for each in device_names() if throughput_on == "all" else [device]:
         precisions = ["fp32", "bf16"] if each.type == "cuda" else ["fp32"]
         report["throughput"][f"{each} ({describe(each)})"] = {
             precision: throughput(each, size, precision) for precision in precisions
@@ -404,6 +406,13 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: torch's choice)"
     )
+    parser.add_argument(
+        "--throughput-on",
+        choices=["all", "device"],
+        default="all",
+        help="throughput on every device found, or on --device only (the GPU check: CPU "
+        "figures are measured on CPU machines)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -411,7 +420,7 @@ def main() -> None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
-    report = run(args.size, device, args.data_dir)
+    report = run(args.size, device, args.data_dir, args.throughput_on)
     print_table(report)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,23 +11,34 @@ The trainer makes one :class:`Accelerator`; each piece acts where it is visible:
             logits = model(inputs)
         loss = cross_entropy(logits.float(), targets)
 
-- ``trainer.precision``: ``fp32`` (default, the paper's numbers) or ``bf16``: the forward
-  runs under ``torch.autocast`` in bfloat16 and the trainer takes float32 logits from it,
-  so loss and metrics are computed in float32. Parameters and optimizer state stay
-  float32. bf16 needs no loss scaling.
+- ``trainer.precision``: ``fp32`` (default, the paper's numbers), ``tf32`` or ``bf16``.
+  ``bf16``: the forward runs under ``torch.autocast`` in bfloat16 and the trainer takes
+  float32 logits from it, so loss and metrics are computed in float32. Parameters and
+  optimizer state stay float32. bf16 needs no loss scaling; a model whose layers autocast
+  would run in float16 (cuDNN's RNNs) runs them outside autocast (the LSTM does).
+- TensorFloat-32 on CUDA, set per precision inside :meth:`Accelerator.backend_flags`:
+  ``fp32`` is IEEE float32 in matmuls and cuDNN convolutions/RNNs alike (PyTorch's own
+  defaults would run convolutions in TF32 and matmuls in float32); ``tf32`` keeps float32
+  storage and lets both use TF32 (Ampere and later: ~10 mantissa bits, much faster);
+  ``bf16`` allows TF32 for what stays float32 under autocast.
 - ``trainer.channels_last``: ``auto`` or ``true`` (on CUDA, for models with 2D
   convolutions) or ``false``. cuDNN's convolutions are fastest in NHWC; the first
   convolution then hands NHWC activations on, so inputs need no conversion. Never on CPU:
   there torch 2.14.1 computes wrong weight gradients for NHWC 1x1 stride-2 convolutions
   with few channels (ResNet-18's downsample at width 2-4; checked against float64).
-- On CUDA ``torch.backends.cudnn.benchmark`` is on inside :meth:`Accelerator.backend_flags`:
-  every run has a few fixed input shapes, so the autotuning pays off after the first
-  batches; the previous setting comes back when the block ends.
+- On CUDA ``torch.backends.cudnn.benchmark`` is on inside :meth:`Accelerator.backend_flags`
+  (every run has a few fixed input shapes, so the autotuning pays off after the first
+  batches), except under ``trainer.deterministic``: autotuning may pick another algorithm
+  in a resumed process, so it stays off. The previous settings come back when the block
+  ends.
 - ``trainer.compile``: ``false``, ``true`` (torch.compile with inductor) or a dynamo
   backend name (``aot_eager``, ``eager``: for debugging). The model compiles in place
   (``nn.Module.compile``, so its state_dict keys stay the same) and so does the optimizer
   update (lerac/engine/optim.py); rates reach the compiled update as a tensor, so LeRaC's
-  per-step rates cause no recompiles.
+  per-step rates cause no recompiles. Inputs of variable width (text) are padded to a
+  multiple of :data:`PAD_MULTIPLE` tokens per batch (:attr:`Accelerator.pad_multiple`), so
+  the compiler sees a few widths instead of one per batch, and Dynamo may keep up to
+  :data:`RECOMPILE_LIMIT` graphs per function (widths x train/eval x last batches).
 - ``trainer.fused_groups``: ``auto`` (default: on CUDA), ``true`` or ``false``: the
   optimizer becomes its ``Fused`` subclass (lerac/engine/optim.py), whose step is one
   multi-tensor update across all param groups, so LeRaC's one-group-per-layer costs no
@@ -52,8 +63,13 @@ from torch.optim import Optimizer
 from lerac.engine.optim import fuse_groups, unsupported
 from lerac.errors import ConfigError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16}  # the autocast dtype
+TF32 = {"fp32": False, "tf32": True, "bf16": True}  # TensorFloat-32 allowed on CUDA
 AUTO_TRUE_FALSE = ("auto", "true", "false")
+# Under compile: text widths padded to a multiple of this many tokens, and the graphs
+# Dynamo may keep per function (Dynamo's default, 8, is below a text run's bounded count).
+PAD_MULTIPLE = 64
+RECOMPILE_LIMIT = 64
 
 
 def check_fast_path(
@@ -62,7 +78,7 @@ def check_fast_path(
     """Refuse unknown values before any data is read."""
     if precision not in PRECISIONS:
         raise ConfigError(
-            f"trainer.precision='{precision}' is not an option: use {' or '.join(PRECISIONS)}"
+            f"trainer.precision='{precision}' is not an option: use {', '.join(PRECISIONS)}"
         )
     for name, value in (("channels_last", channels_last), ("fused_groups", fused_groups)):
         if str(value).lower() not in AUTO_TRUE_FALSE:
@@ -88,10 +104,35 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
+def backend_state(compiling: bool) -> dict[str, Any]:
+    """The global switches :meth:`Accelerator.backend_flags` sets. TF32 through the flags
+    torch 2.11 and later read alike (``allow_tf32``); Dynamo's limit only when compiling
+    (importing Dynamo takes seconds)."""
+    state = {
+        "benchmark": torch.backends.cudnn.benchmark,
+        "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+    }
+    if compiling:
+        from torch import _dynamo
+
+        state["recompile_limit"] = _dynamo.config.recompile_limit
+    return state
+
+
+def restore_backend_state(saved: dict[str, Any]) -> None:
+    torch.backends.cudnn.benchmark = saved["benchmark"]
+    torch.backends.cuda.matmul.allow_tf32 = saved["matmul_tf32"]
+    torch.backends.cudnn.allow_tf32 = saved["cudnn_tf32"]
+    if "recompile_limit" in saved:
+        torch._dynamo.config.recompile_limit = saved["recompile_limit"]
+
+
 class Accelerator:
     """Applies the fast-path settings to a model and an optimizer on ``device``.
 
-    ``backend`` overrides the torch.compile backend (tests pass a compile counter).
+    ``backend`` overrides the torch.compile backend (tests pass a compile counter);
+    ``deterministic`` (``trainer.deterministic``) keeps cuDNN autotuning off.
     """
 
     def __init__(
@@ -102,11 +143,16 @@ class Accelerator:
         channels_last: Any = "auto",
         fused_groups: Any = "auto",
         backend: Any = None,
+        deterministic: bool = False,
     ) -> None:
         check_fast_path(precision, channels_last, compile, fused_groups)
         self.device = torch.device(device)
+        self.precision = precision
         self.dtype = PRECISIONS[precision]
+        self.deterministic = bool(deterministic)
         self.backend = backend if backend is not None else compile_backend(compile)
+        # The width multiple variable-width inputs are padded to (1: cut to the longest).
+        self.pad_multiple = PAD_MULTIPLE if self.backend is not None else 1
         self.channels_last = str(channels_last).lower()
         fused = str(fused_groups).lower()
         self.fused_groups = fused == "true" or (fused == "auto" and self.device.type == "cuda")
@@ -120,6 +166,7 @@ class Accelerator:
             compile=getattr(settings, "compile", False),
             channels_last=getattr(settings, "channels_last", "auto"),
             fused_groups=getattr(settings, "fused_groups", "auto"),
+            deterministic=getattr(settings, "deterministic", False),
         )
 
     def uses_channels_last(self, model: nn.Module) -> bool:
@@ -145,13 +192,21 @@ class Accelerator:
 
     @contextmanager
     def backend_flags(self) -> Iterator[None]:
-        """Backend switches for the run's duration (cuDNN autotuning on CUDA)."""
-        before = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = before or self.device.type == "cuda"
+        """Backend switches for the run's duration: cuDNN autotuning (CUDA, unless
+        deterministic), TensorFloat-32 per precision, and under compile Dynamo's recompile
+        limit; each comes back as it was when the block ends."""
+        saved = backend_state(self.backend is not None)
+        torch.backends.cudnn.benchmark = not self.deterministic and (
+            saved["benchmark"] or self.device.type == "cuda"
+        )
+        torch.backends.cuda.matmul.allow_tf32 = TF32[self.precision]
+        torch.backends.cudnn.allow_tf32 = TF32[self.precision]
+        if self.backend is not None:
+            torch._dynamo.config.recompile_limit = max(RECOMPILE_LIMIT, saved["recompile_limit"])
         try:
             yield
         finally:
-            torch.backends.cudnn.benchmark = before
+            restore_backend_state(saved)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """The same module, set up for the fast path (parameters keep their identity)."""

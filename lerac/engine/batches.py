@@ -10,12 +10,16 @@ returns streaming loaders with the same interface (``__len__``, ``__iter__``,
 ``num_examples``, ``state_dict``/``load_state_dict`` for the shuffling order).
 
 Per batch, in order: ``augment`` (training batches only; may change targets, e.g. mix-up
-gives soft targets of shape (B, C)), then ``prepare`` (every split: normalize images,
-trim text padding). Both run on the device, on whole batches.
+gives soft targets of shape (B, C)), then ``prepare`` (every split: normalize images) or
+``trim`` (text: cut the padding). Both run on the device, on whole batches. Per-example
+facts the host needs for a batch (a text's token count, to know how far to cut) are
+computed once from the stored inputs and stay in CPU memory (``host_facts``), so reading
+them never waits for the GPU.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,9 +55,14 @@ class Splits:
     modality (``lerac.suite.data.base``: image, text); the suite passes a model's
     constructor the keys of it that the constructor names.
     ``mean``/``std`` (shape (1, C, 1, 1)) normalize image batches; None leaves inputs as
-    they are. ``prepare`` replaces that normalization when set (e.g. trimming padding).
-    ``augment`` acts on training batches only. ``artifacts`` are files the run keeps
-    (name -> text), e.g. an LSTM's vocabulary, so its predictions can be reproduced.
+    they are. ``prepare`` replaces that normalization when set (e.g. spectrograms to
+    [0, 1]). ``trim(inputs, multiple)`` replaces both for inputs of variable width (text):
+    it cuts a batch to its longest example, rounded up to ``multiple`` (the loaders'
+    ``pad_multiple``: > 1 under torch.compile, so it sees few shapes). ``host_facts(inputs)``
+    gives per-example CPU tensors (name -> tensor) that the loaders cut with each batch
+    and add to its inputs before ``trim``, which takes them out (the model never sees
+    them). ``augment`` acts on training batches only. ``artifacts`` are files the run
+    keeps (name -> text), e.g. an LSTM's vocabulary, so its predictions can be reproduced.
     """
 
     train: tuple[Inputs, Tensor]
@@ -66,9 +75,15 @@ class Splits:
     prepare: Callable[[Inputs], Inputs] | None = None
     augment: BatchTransform | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
+    trim: Callable[[Inputs, int], Inputs] | None = None
+    host_facts: Callable[[Inputs], dict[str, Tensor]] | None = None
 
-    def normalizer(self, device: torch.device | str = "cpu") -> Callable[[Inputs], Inputs]:
+    def normalizer(
+        self, device: torch.device | str = "cpu", pad_multiple: int = 1
+    ) -> Callable[[Inputs], Inputs]:
         """A per-batch transform with the statistics already on ``device`` (no copy per batch)."""
+        if self.trim is not None:
+            return functools.partial(self.trim, multiple=pad_multiple)
         if self.prepare is not None:
             return self.prepare
         if self.mean is None:
@@ -86,9 +101,11 @@ class Splits:
         seed: int = 0,
         limit_train_batches: int | None = None,
         limit_eval_batches: int | None = None,
+        pad_multiple: int = 1,
     ) -> tuple[Any, Any, Any]:
-        """Train (shuffled, augmented), validation and test loaders on ``device``."""
-        normalize = self.normalizer(device)
+        """Train (shuffled, augmented), validation and test loaders on ``device``;
+        ``pad_multiple``: the width multiple of variable-width batches (see ``trim``)."""
+        normalize = self.normalizer(device, pad_multiple)
         return tuple(
             self.loader(
                 split,
@@ -106,7 +123,10 @@ class Splits:
     def loader(self, split: str, batch_size: int, device: torch.device | str, **options) -> Any:
         """One split's loader; a family that streams from disk overrides this."""
         inputs, targets = getattr(self, split)
-        return TensorLoader(move(inputs, device), targets.to(device), batch_size, **options)
+        host = {} if self.host_facts is None else self.host_facts(inputs)
+        return TensorLoader(
+            move(inputs, device), targets.to(device), batch_size, host=host, **options
+        )
 
 
 class EpochBatches:
@@ -166,7 +186,9 @@ class EpochBatches:
 
 class TensorLoader(EpochBatches):
     """Batches of (normalized inputs, targets) from tensors already on the target device,
-    cut by index from this epoch's order (rules in :class:`EpochBatches`)."""
+    cut by index from this epoch's order (rules in :class:`EpochBatches`). ``host``: CPU
+    tensors of per-example facts, cut by the same order on the CPU and added to each
+    batch's inputs (a dict) before ``transform``."""
 
     def __init__(
         self,
@@ -175,13 +197,19 @@ class TensorLoader(EpochBatches):
         batch_size: int,
         shuffle: bool,
         seed: int = 0,
+        host: dict[str, Tensor] | None = None,
         **rules: Any,
     ) -> None:
         super().__init__(len(targets), batch_size, shuffle, seed, **rules)
-        self.inputs, self.targets = inputs, targets
+        self.inputs, self.targets, self.host = inputs, targets, host or {}
 
     def __iter__(self) -> Iterator[tuple[Inputs, Tensor]]:
-        order = self.epoch_order().to(self.targets.device)
+        host_order = self.epoch_order()
+        order = host_order.to(self.targets.device)
         for b in range(self.num_batches):
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.finish(take(self.inputs, index), self.targets[index])
+            cut = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            index = order[cut]
+            inputs = take(self.inputs, index)
+            if self.host:
+                inputs = inputs | take(self.host, host_order[cut])
+            yield self.finish(inputs, self.targets[index])

@@ -6,8 +6,8 @@ previous epoch's checkpoint whole. It holds everything the rest of the run depen
 the model, the optimizer, the regime (its curriculum scheduler; smoothing buffers live in
 the model), the schedule, early stopping with the best weights so far, the history rows,
 the training loader's shuffling order, the step counter and the RNG states of Python,
-NumPy and torch. Restored, the run continues bit for bit as if never stopped (CPU, or GPU
-with ``trainer.deterministic=true``).
+NumPy, torch and the training GPU. Restored, the run continues bit for bit as if never
+stopped (CPU, or GPU with ``trainer.deterministic=true``).
 
 :class:`StopSignals` turns SIGTERM, SIGUSR1 and SIGUSR2 (what SLURM and submitit send
 before a preemption or a time limit) into a request the loop honours at the next step
@@ -83,24 +83,40 @@ class Checkpoint(NoCheckpoint):
         remove_temporaries(self.path)
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU and every CUDA device) generator states."""
+def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Python, NumPy and torch's CPU generator states, and on a CUDA training device that
+    device's generator (only it: the GPUs a resumed run sees may be fewer)."""
+    device = torch.device(device)
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def cuda_state_for(states: list[torch.Tensor], device: torch.device | str) -> Any:
+    """The saved CUDA generator state to restore on ``device``, or None (not CUDA, none
+    saved). A checkpoint holds the training device's state alone; one written before
+    holds every GPU its process saw, of which the training device's index is taken (the
+    first where the resumed process has fewer), so it loads under one GPU too."""
+    device = torch.device(device)
+    if device.type != "cuda" or not states:
+        return None
+    index = device.index or 0
+    return states[index] if index < len(states) else states[0]
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+    """Restore what :func:`rng_state` saved; CUDA's on ``device`` only."""
     random.setstate(state["python"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = cuda_state_for(state.get("cuda", []), device)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
 
 
 class NoStop:

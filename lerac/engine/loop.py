@@ -259,7 +259,12 @@ class Trainer:
         model.to(self.device)
         self.regime.prepare(model)
         train_loader, val_loader, test_loader = splits.loaders(
-            s.batch_size, self.device, self.seed, s.limit_train_batches, s.limit_eval_batches
+            s.batch_size,
+            self.device,
+            self.seed,
+            s.limit_train_batches,
+            s.limit_eval_batches,
+            pad_multiple=self.accel.pad_multiple,
         )
         if len(train_loader) == 0:
             raise ConfigError(
@@ -385,7 +390,8 @@ class Trainer:
 
     def snapshot(self, run: LiveRun) -> dict[str, Any]:
         parts = run.parts(self.regime)
-        return {name: part.state_dict() for name, part in parts.items()} | {"rng": rng_state()}
+        rng = {"rng": rng_state(self.device)}
+        return {name: part.state_dict() for name, part in parts.items()} | rng
 
     def resume(self, run: LiveRun) -> int:
         """Load the checkpoint into the run (and the RNGs); the epoch it ended, 0 if none."""
@@ -394,5 +400,5 @@ class Trainer:
             return 0
         for name, part in run.parts(self.regime).items():
             part.load_state_dict(state[name])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], self.device)
         return run.progress.epoch

@@ -34,6 +34,8 @@ import torch
 from torch import Tensor
 from torch.optim import SGD, Adam, Adamax, Optimizer
 
+from lerac.engine.counters import on_host
+
 
 def _add_scaled_quotient_(params, numerators, denominators, scalars) -> None:
     """params += scalars * numerators / denominators, per tensor."""
@@ -109,6 +111,25 @@ def adamax_update(params, grads, exp_avgs, exp_infs, scalars, *, beta1, beta2, e
     torch._foreach_add_(norms, eps)
     torch._foreach_maximum_(exp_infs, norms)
     _add_scaled_quotient_(params, exp_avgs, exp_infs, step_sizes)
+
+
+def count_steps(counters: list[Tensor]) -> list[float]:
+    """Adam's per-parameter step counters advanced by one, as floats. PyTorch keeps them
+    in CPU memory (unless ``capturable``), so reading them waits for no GPU."""
+    if not counters:
+        return []
+    torch._foreach_add_(counters, 1)
+    with on_host():
+        return [float(s) for s in counters]
+
+
+def scalar_table(scalars: list[list[float]], device: torch.device) -> Tensor:
+    """The per-tensor scalars as one float32 tensor on ``device``. For a GPU it is built in
+    pinned memory, so the copy runs asynchronously (a pageable source makes the host wait);
+    the caching host allocator keeps that memory until the copy has read it."""
+    pinned = device.type == "cuda"
+    table = torch.tensor(scalars, dtype=torch.float32, pin_memory=pinned)
+    return table.to(device, non_blocking=pinned)
 
 
 class _Kind:
@@ -255,20 +276,14 @@ class FusedUpdate:
                     column += [state[p].get(key) for p in live]
                 steps = [1.0] * len(live)
                 if kind.counts_steps:  # Adam family: count this step on CPU, as torch does
-                    counters = [state[p]["step"] for p in live]
-                    if counters:
-                        torch._foreach_add_(counters, 1)
-                    steps = [float(s) for s in counters]
+                    steps = count_steps([state[p]["step"] for p in live])
                 for column, values in zip(scalars, kind.scalars(group, steps)):
                     column += values
             if not params:
                 continue
             hyper = kind.hyper(groups[0])
             if self.compiled is not None:
-                table = torch.tensor(scalars, dtype=torch.float32).to(
-                    params[0].device, non_blocking=True
-                )
-                self.compiled(params, grads, states, table, hyper)
+                self.compiled(params, grads, states, scalar_table(scalars, params[0].device), hyper)
             elif kind.update is sgd_update and params[0].device.type == "cpu":
                 sgd_update_per_tensor(params, grads, *states, scalars, **hyper)
             else:

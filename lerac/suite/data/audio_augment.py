@@ -31,14 +31,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from lerac.errors import ConfigError
+from lerac.suite.data.base import per_sample
 from lerac.suite.data.spectrogram import to_unit
-
-
-def per_sample(x: Tensor, p: float, augmented: Tensor) -> Tensor:
-    """``augmented`` where a sample is drawn (probability ``p``), ``x`` elsewhere. The whole
-    batch is augmented and then chosen from: no index lists, so no device sync."""
-    pick = torch.rand(len(x), device=x.device) < p
-    return torch.where(pick.view(-1, *[1] * (x.ndim - 1)), augmented, x)
 
 
 def warp_time(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
@@ -98,10 +92,13 @@ class MixUp:
         self.p, self.alpha, self.num_classes = p, alpha, num_classes
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        soft = y if y.ndim == 2 else F.one_hot(y, self.num_classes).to(x.dtype)
-        beta = torch.distributions.Beta(
-            torch.tensor(self.alpha, device=x.device), torch.tensor(self.alpha, device=x.device)
-        )
+        # One-hot by comparison: F.one_hot reads the labels' range back on the host off CUDA.
+        classes = torch.arange(self.num_classes, device=y.device)
+        soft = y if y.ndim == 2 else (y[:, None] == classes).to(x.dtype)
+        # Parameters made on the device (no host copy) and not checked: a check reads them
+        # back on the host, a wait for the GPU per batch.
+        alpha = x.new_full((), self.alpha)
+        beta = torch.distributions.Beta(alpha, alpha, validate_args=False)
         lam = per_sample(torch.ones(len(x), device=x.device), self.p, beta.sample((len(x),)))
         # A random cycle through the batch: nobody is their own partner (when B > 1).
         order = torch.randperm(len(x), device=x.device)

@@ -23,6 +23,13 @@ def text_input(vocab_size: int, max_length: int) -> dict[str, Any]:
     return {"vocab_size": vocab_size, "max_length": max_length}
 
 
+def per_sample(x: Tensor, p: float, augmented: Tensor) -> Tensor:
+    """``augmented`` where a sample is drawn (probability ``p``), ``x`` elsewhere. The whole
+    batch is augmented and then chosen from: no index lists, so no device sync."""
+    pick = torch.rand(len(x), device=x.device) < p
+    return torch.where(pick.view(-1, *[1] * (x.ndim - 1)), augmented, x)
+
+
 def hold_out(
     inputs: Inputs, targets: Tensor, fraction: float, seed: int
 ) -> tuple[tuple[Inputs, Tensor], tuple[Inputs, Tensor]]:

@@ -36,7 +36,7 @@ from lerac.engine.batches import Splits
 from lerac.engine.io import cache_key, cached
 from lerac.errors import ConfigError, DataNotFoundError
 from lerac.suite.data.base import hold_out, text_input
-from lerac.suite.data.tokenize import make_tokenizer, to_tensors, trim_padding
+from lerac.suite.data.tokenize import make_tokenizer, to_tensors, token_lengths, trim_padding
 from lerac.suite.models.hub import hub_offline
 
 log = logging.getLogger("lerac")
@@ -105,7 +105,8 @@ def _splits(stored: dict[str, Any]) -> Splits:
         test=(stored["test_inputs"], stored["test_labels"]),
         num_classes=len(stored["label_names"]),
         input_spec=text_input(stored["vocab_size"], stored["max_length"]),
-        prepare=trim_padding,
+        trim=trim_padding,
+        host_facts=token_lengths,
         artifacts={**stored["artifacts"], "labels.txt": "\n".join(stored["label_names"]) + "\n"},
     )
 

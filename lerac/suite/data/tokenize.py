@@ -11,8 +11,10 @@ Two kinds:
   as ``a [SEP] b``; unknown words map to ``[UNK]``. Saved with each run (``tokenizer.json``).
 
 Both truncate to ``max_length`` (longest text first). Splits are stored padded to their
-longest sequence in compact dtypes; :func:`trim_padding` cuts each batch on the device to
-its own longest sequence, so short pairs do not pay for 512 tokens.
+longest sequence in compact dtypes, with each example's token count kept on the CPU;
+:func:`trim_padding` cuts each batch on the device to its own longest sequence, so short
+pairs do not pay for 512 tokens. Under torch.compile the cut is rounded up to a multiple
+of 64 tokens (lerac/engine/accel.py), so the compiler sees a few widths, not one per batch.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lerac.engine.counters import on_host
 from lerac.errors import ConfigError
 
 PAD, UNK, SEP = "[PAD]", "[UNK]", "[SEP]"
+LENGTHS = "lengths"  # per-example token counts, kept on the CPU by the loaders
 UNLIMITED_VOCAB = 2**31 - 1  # the tokenizers trainer keeps 30,000 words unless told otherwise
 
 
@@ -175,7 +179,23 @@ def to_tensors(encoded: dict[str, list[list[int]]], pad_id: int) -> dict[str, Te
     return out
 
 
-def trim_padding(inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Cut a right-padded batch to its longest sequence, as the int64 tensors models take."""
-    width = max(int(inputs["attention_mask"].sum(dim=1).max()), 1)
+def token_lengths(inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each example's token count (``lengths``, int32 on the CPU): ``Splits.host_facts``."""
+    return {LENGTHS: inputs["attention_mask"].sum(dim=1, dtype=torch.int32).cpu()}
+
+
+def trim_padding(inputs: dict[str, Tensor], multiple: int = 1) -> dict[str, Tensor]:
+    """Cut a right-padded batch to its longest sequence, rounded up to ``multiple`` tokens
+    (at most the stored width), as the int64 tensors models take. The width comes from
+    the batch's ``lengths`` when present (CPU counts: no wait for the GPU), else from the
+    mask; ``lengths`` does not go on to the model."""
+    inputs = dict(inputs)
+    lengths = inputs.pop(LENGTHS, None)
+    if lengths is None:
+        longest = int(inputs["attention_mask"].sum(dim=1).max())  # reads the device
+    else:
+        with on_host():
+            longest = int(lengths.max())
+    stored = inputs["attention_mask"].shape[1]
+    width = min(-(-max(longest, 1) // multiple) * multiple, stored)
     return {name: t[:, :width].long() for name, t in inputs.items()}

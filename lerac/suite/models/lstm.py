@@ -1,20 +1,27 @@
 """The paper's recurrent text classifier (4.2): embedding 128, two LSTM layers of 256, a
 classifier of two fully connected layers with ReLU.
 
-Padding never reaches the prediction: the sequences are packed by their real lengths
-(``attention_mask``), so the classifier reads the second LSTM layer's state at each
-text's last real token. The two LSTM layers are separate modules so that LeRaC gives each
-its own learning rate (a single two-layer ``nn.LSTM`` would be one layer to it).
+Padding never reaches the prediction: the LSTM reads left to right and the classifier
+takes the second layer's output at each text's last real token (``attention_mask``), so
+the padding after it cannot change it. The batch is not packed: packing needs the lengths
+on the host (on a GPU, a wait for the device every step) and breaks torch.compile's
+graph; the padded steps cost compute, not accuracy.
+
+The LSTM layers run in float32 outside autocast whatever ``trainer.precision`` says:
+under autocast PyTorch runs cuDNN's RNNs in float16, not bfloat16, which would need loss
+scaling. The embedding (and CBS's smoothing of it) and the classifier follow the precision.
+The two LSTM layers are separate modules so that LeRaC gives each its own learning rate
+(a single two-layer ``nn.LSTM`` would be one layer to it).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 
 class LSTMClassifier(nn.Module):
-    """Embedding -> stacked LSTM layers -> Linear, ReLU, Linear, on packed sequences.
+    """Embedding -> stacked LSTM layers -> Linear, ReLU, Linear, at each text's end.
 
     Args:
         num_classes: outputs of the classifier.
@@ -43,14 +50,23 @@ class LSTMClassifier(nn.Module):
         )
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, **_: Tensor) -> Tensor:
-        lengths = attention_mask.sum(dim=1).clamp_min(1).cpu()  # an empty text reads [PAD]
-        x: Tensor | PackedSequence = pack_padded_sequence(
-            self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False
-        )
-        for lstm in self.lstm:
-            x, (hidden, _) = lstm(x)
-        # hidden: (1, B, H), the state after each sequence's last real token, batch order.
-        return self.classifier(hidden[-1])
+        x = self.embedding(input_ids)
+        last = (attention_mask.sum(dim=1) - 1).clamp_min(0)  # an empty text reads [PAD]
+        x = self.recurrent(x)
+        # The second layer's output after each text's last real token: (B, H).
+        states = x.gather(1, last.view(-1, 1, 1).expand(-1, 1, x.shape[-1])).squeeze(1)
+        return self.classifier(states)
+
+    @torch.compiler.disable
+    def recurrent(self, x: Tensor) -> Tensor:
+        """The LSTM layers, in float32 outside autocast. Never compiled (Dynamo does not
+        trace RNNs; cuDNN runs them either way): torch.compile compiles the embedding and
+        the classifier around it as two graphs."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            for lstm in self.lstm:
+                x, _ = lstm(x)
+        return x
 
     def cbs_sites(self) -> list[tuple[nn.Module, str]]:
         """CBS smooths the word embeddings along the sequence (layout nlc): the input end
