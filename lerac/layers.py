@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from lerac.curriculum import RANK
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -184,6 +186,8 @@ class _FirstUses(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+# The suffix of a layer's second group, the parameters without weight decay.
+NO_DECAY = ".no_decay"
 # Modules whose weights get no weight decay (as HF and timm do), besides every bias.
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 if hasattr(nn, "RMSNorm"):  # torch >= 2.4
@@ -229,7 +233,7 @@ def layer_param_groups(
     exempt = exempt_by_name(model) if weight_decay is not None else set()
     groups = []
     for rank, layer in enumerate(find_layers(model, example_inputs)):
-        base = {"name": layer.name, "layer_rank": rank, **group_options}
+        base = {"name": layer.name, RANK: rank, **group_options}
         if weight_decay is None:
             groups.append({"params": list(layer.params), **base})
             continue
@@ -239,6 +243,23 @@ def layer_param_groups(
         if decay:
             groups.append({"params": decay, **base, "weight_decay": weight_decay})
         if no_decay:
-            name = f"{layer.name}.no_decay"
+            name = f"{layer.name}{NO_DECAY}"
             groups.append({"params": no_decay, **base, "name": name, "weight_decay": 0.0})
     return groups
+
+
+def layer_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """Each layer's rate, by layer name: one entry per ``layer_rank`` (a layer's decay and
+    no-decay halves share one rate), named by its first group's ``name`` without the
+    ``.no_decay`` suffix; each group is a layer where groups carry no rank, named by its
+    ``name`` or its index."""
+    rates: dict[str, float] = {}
+    seen: set[object] = set()
+    for index, group in enumerate(optimizer.param_groups):
+        layer = group.get(RANK, ("group", index))
+        if layer in seen:
+            continue
+        seen.add(layer)
+        name = str(group.get("name", index)).removesuffix(NO_DECAY)
+        rates[name] = float(group["lr"])
+    return rates

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, ReduceLROnPlateau
 
-from lerac import LeRaC, curriculum_steps, layer_param_groups
+from lerac import LeRaC, PlateauAfterCurriculum, curriculum_steps, layer_param_groups
 from lerac.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,6 +170,50 @@ def test_plateau_cut_after_the_curriculum_lasts():
     assert seen[6:] == pytest.approx([0.01] * 3 + [0.001] * 3 + [1e-4] * 3, rel=1e-12)
 
 
+def flat_loss_run(make_plateau, k_epochs: int = 3, epochs: int = 9) -> list[float]:
+    """The first layer's rate at every step: 2 steps an epoch, a loss that never improves,
+    the plateau made by ``make_plateau(optimizer, lerac)`` (None: not yet) at each epoch end."""
+    model, optimizer = layered()
+    sched = LeRaC(optimizer, total_steps=2 * k_epochs, lr_first=0.1, lr_last=1e-4)
+    plateau, seen = None, []
+    for _epoch in range(epochs):
+        for _ in range(2):
+            seen.append(rates(optimizer)[0])
+            train_steps(model, optimizer, [sched], 1)
+        plateau = plateau or make_plateau(optimizer, sched)
+        if plateau is not None:
+            plateau.step(1.0)
+    return seen
+
+
+def test_plateau_after_the_curriculum_counts_its_patience_from_the_hand_over():
+    options = {"factor": 0.1, "patience": 2}
+    handed_over = flat_loss_run(lambda _opt, lerac: PlateauAfterCurriculum(lerac, **options))
+    # The docs' other recipe: a ReduceLROnPlateau built when the curriculum has finished.
+    built_late = flat_loss_run(
+        lambda opt, lerac: ReduceLROnPlateau(opt, **options) if lerac.finished else None
+    )
+    from_epoch_0 = flat_loss_run(lambda opt, _lerac: ReduceLROnPlateau(opt, **options))
+    assert handed_over == built_late
+    # k = 3 epochs (steps 0-5); the end of epoch 2 sets the best loss; epochs 3, 4 and 5 run
+    # at the base rate; the cut comes at the end of epoch 5.
+    assert handed_over[6:12] == [0.1] * 6 and handed_over[12:] == pytest.approx([0.01] * 6)
+    # Stepped from epoch 0, the curriculum's flat epochs fill its patience: it cuts after
+    # the first epoch past the curriculum.
+    assert from_epoch_0[8:10] == pytest.approx([0.01] * 2)
+
+
+def test_a_plateau_state_leaves_the_curriculum_out(tmp_path):
+    _model, optimizer = layered()
+    plateau = PlateauAfterCurriculum(LeRaC(optimizer, 4, 0.1, 1e-4), patience=1)
+    state = plateau.state_dict()
+    assert "curriculum" not in state and state["patience"] == 1
+    torch.save(state, tmp_path / "plateau.pt")
+    plateau.load_state_dict(torch.load(tmp_path / "plateau.pt", weights_only=True))
+    with pytest.raises(TypeError, match="needs the LeRaC scheduler it follows"):
+        PlateauAfterCurriculum(optimizer)
+
+
 def test_exponential_after_the_curriculum_decays_as_alone():
     model, optimizer = layered()
     sched = LeRaC(optimizer, total_steps=4, lr_first=0.1, lr_last=1e-4)
@@ -297,3 +341,16 @@ def test_errors_name_the_python_arguments(kwargs, key):
     with pytest.raises(ConfigError) as err:
         LeRaC(optimizer, **args)
     assert key in str(err.value) and "regime." not in str(err.value)
+
+
+def test_the_lightning_helper_refuses_a_plateau_that_counts_the_curriculum():
+    from lerac.integrations.lightning import after_curriculum_config
+
+    _model, optimizer = layered()
+    lerac = LeRaC(optimizer, 4, 0.1, 1e-4)
+    with pytest.raises(ConfigError, match="plain ReduceLROnPlateau.*PlateauAfterCurriculum"):
+        after_curriculum_config(ReduceLROnPlateau(optimizer), monitor="val_loss")
+    with pytest.raises(ConfigError, match="needs monitor="):
+        after_curriculum_config(PlateauAfterCurriculum(lerac))
+    config = after_curriculum_config(PlateauAfterCurriculum(lerac), monitor="val_loss")
+    assert config["interval"] == "epoch" and config["monitor"] == "val_loss"
