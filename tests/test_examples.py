@@ -121,3 +121,77 @@ def test_examples_need_only_their_extra():
     }
     assert imports <= {"__future__", "argparse", "json", "torch", "lerac"}
     assert torch.__version__  # the one dependency is there
+
+
+# timm's train loop ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timm_full():
+    return example("timm_train").train("resnet10t", epochs=5, k=2, sched="cosine")
+
+
+def test_timm_train_runs_lerac_then_cosine_through_timms_protocol(timm_full):
+    from timm.scheduler import CosineLRScheduler
+    from timm.scheduler.scheduler import Scheduler
+
+    scheduler, seen = timm_full
+    assert isinstance(scheduler, Scheduler) and isinstance(scheduler.after, CosineLRScheduler)
+    groups = scheduler.optimizer.param_groups
+    ranks = sorted({g["layer_rank"] for g in groups})
+    start = initial_rates(len(ranks), 0.1, 1e-6)
+    k = scheduler.total_steps
+    assert k == 6 and sorted(seen) == list(range(15))  # 3 updates an epoch, 5 epochs
+    for update in range(k + 1):  # Eq. 8 per update, then the base rate
+        expected = [eq8(start[ranks.index(g["layer_rank"])], 0.1, update, k) for g in groups]
+        assert seen[update] == pytest.approx(expected, rel=1e-9), update
+    # Cosine over the 3 epochs left, from its time 0 at the first epoch after the curriculum.
+    for epoch, t in ((2, 0), (3, 1), (4, 2)):
+        cosine = 0.05 * (1 + math.cos(math.pi * t / 3))
+        for update in range(3 * epoch, 3 * epoch + 3):
+            assert seen[update] == pytest.approx([cosine] * len(groups), rel=1e-9), update
+
+
+@pytest.mark.parametrize("start_epoch", [1, 3], ids=["mid-curriculum", "after-it"])
+def test_timm_resume_by_start_epoch_gives_the_same_rates(timm_full, start_epoch):
+    _scheduler, full = timm_full
+    _scheduler, resumed = example("timm_train").train(epochs=5, k=2, start_epoch=start_epoch)
+    assert sorted(resumed) == list(range(3 * start_epoch, 15))
+    assert resumed == {update: full[update] for update in resumed}
+
+
+def test_timm_plateau_counts_from_the_end_of_the_curriculum():
+    from timm.scheduler import PlateauLRScheduler
+
+    from lerac.integrations.timm import LeRaCScheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+    with pytest.warns(FutureWarning):  # timm deprecates its plateau scheduler
+        plateau = PlateauLRScheduler(optimizer, decay_rate=0.1, patience_t=1, mode="min")
+    scheduler = LeRaCScheduler(optimizer, 4, 0.1, 1e-4, updates_per_epoch=2, after=plateau)
+    rate_per_epoch = []
+    for epoch in range(7):  # a flat loss; the curriculum is epochs 0-1
+        rate_per_epoch.append(optimizer.param_groups[0]["lr"])
+        for update in range(2 * epoch + 1, 2 * epoch + 3):
+            scheduler.step_update(update, 1.0)
+        scheduler.step(epoch + 1, 1.0)
+    # Epoch 2 is the plateau's time 0; the ends of epochs 2 (best), 3 and 4 (bad) then cut.
+    assert rate_per_epoch == pytest.approx([0.1] * 5 + [0.01] * 2)
+
+
+def test_timm_scheduler_refuses_what_it_cannot_hand_over_to():
+    from timm.scheduler import CosineLRScheduler
+
+    from lerac.errors import ConfigError
+    from lerac.integrations.timm import LeRaCScheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+    warm = CosineLRScheduler(optimizer, t_initial=5, warmup_t=2)
+    with pytest.raises(ConfigError, match="the curriculum is the warm-up"):
+        LeRaCScheduler(optimizer, 4, 0.1, 1e-4, updates_per_epoch=2, after=warm)
+    other = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+    cosine = CosineLRScheduler(optimizer, t_initial=5)
+    with pytest.raises(ConfigError, match="another optimizer"):
+        LeRaCScheduler(other, 4, 0.1, 1e-4, updates_per_epoch=2, after=cosine)
+    with pytest.raises(ConfigError, match="updates_per_epoch must be a positive integer"):
+        LeRaCScheduler(optimizer, 4, 0.1, 1e-4, updates_per_epoch=0)
