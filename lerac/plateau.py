@@ -24,7 +24,8 @@ class PlateauAfterCurriculum(ReduceLROnPlateau):
     ``step(metric)`` at the end of each epoch. While the curriculum runs, a step forgets
     the best metric, the bad epochs and the cooldown; the first step after it (the end of
     the epoch in which the curriculum finished) sets the best metric the patience is
-    measured against. The state dict is the plateau's own (the curriculum saves its own).
+    measured against. The state dict carries the curriculum's too, so a trainer that saves
+    this scheduler alone (the HF Trainer's ``scheduler.pt``) resumes both.
     """
 
     def __init__(self, lerac: LeRaC, **plateau_options: Any) -> None:
@@ -45,4 +46,12 @@ class PlateauAfterCurriculum(ReduceLROnPlateau):
         self._last_lr = self.curriculum.get_last_lr()
 
     def state_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in super().state_dict().items() if key != "curriculum"}
+        state = {key: value for key, value in super().state_dict().items() if key != "curriculum"}
+        return {**state, "curriculum": self.curriculum.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        curriculum = state.pop("curriculum", None)
+        super().load_state_dict(state)
+        if curriculum is not None:
+            self.curriculum.load_state_dict(curriculum)

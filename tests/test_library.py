@@ -203,13 +203,17 @@ def test_plateau_after_the_curriculum_counts_its_patience_from_the_hand_over():
     assert from_epoch_0[8:10] == pytest.approx([0.01] * 2)
 
 
-def test_a_plateau_state_leaves_the_curriculum_out(tmp_path):
-    _model, optimizer = layered()
-    plateau = PlateauAfterCurriculum(LeRaC(optimizer, 4, 0.1, 1e-4), patience=1)
-    state = plateau.state_dict()
-    assert "curriculum" not in state and state["patience"] == 1
-    torch.save(state, tmp_path / "plateau.pt")
-    plateau.load_state_dict(torch.load(tmp_path / "plateau.pt", weights_only=True))
+def test_a_plateau_state_carries_the_curriculum(tmp_path):
+    model, optimizer = layered()
+    lerac = LeRaC(optimizer, 4, 0.1, 1e-4)
+    plateau = PlateauAfterCurriculum(lerac, patience=1)
+    train_steps(model, optimizer, [lerac], 2)
+    torch.save(plateau.state_dict(), tmp_path / "plateau.pt")  # all an HF checkpoint keeps
+    _model, fresh_optimizer = layered()
+    resumed = PlateauAfterCurriculum(LeRaC(fresh_optimizer, 4, 0.1, 1e-4), patience=1)
+    resumed.load_state_dict(torch.load(tmp_path / "plateau.pt", weights_only=True))
+    assert resumed.curriculum.last_epoch == 2 and resumed.patience == 1
+    assert not any(isinstance(value, LeRaC) for value in plateau.state_dict().values())
     with pytest.raises(TypeError, match="needs the LeRaC scheduler it follows"):
         PlateauAfterCurriculum(optimizer)
 
