@@ -2,7 +2,7 @@
 ``LeRaC 1/2`` and ``LeRaC 2/2``), training a tiny BERT (random weights, nothing
 downloaded) on a synthetic token task with every layer's rate in the logs.
 
-    pip install "lerac[hf]"
+    pip install ".[hf]"  # in a checkout (lerac is on no package index)
     python examples/hf_trainer.py --out /tmp/lerac_hf --stop-at 4  # stops after step 4 of 12
     python examples/hf_trainer.py --out /tmp/lerac_hf --resume      # steps 5-12, same rates
 

@@ -2,7 +2,7 @@
 epochs, then reduce-on-plateau per epoch counted from the end of the curriculum, one curve
 per layer logged by LayerRateMonitor (a LearningRateMonitor).
 
-    pip install "lerac[lightning]"
+    pip install ".[lightning]"  # in a checkout (lerac is on no package index)
     python examples/lightning_module.py --out /tmp/lerac_pl              # 4 epochs, k = 2
     python examples/lightning_module.py --out /tmp/lerac_pl --resume /tmp/lerac_pl/epoch=0.ckpt
 """

@@ -5,7 +5,7 @@ nothing downloaded), ``create_optimizer_v2`` on one param group per layer, and
 every epoch, ``step(start_epoch)`` on resume. The curriculum runs for k epochs, then a
 scheduler from ``create_scheduler_v2`` takes over (cosine, or plateau).
 
-    pip install "lerac[timm]"
+    pip install ".[timm]"  # in a checkout (lerac is on no package index)
     python examples/timm_train.py --model resnet10t --epochs 5 --k 2 --sched cosine
     python examples/timm_train.py --model resnet10t --epochs 5 --k 2 --start-epoch 1
 """

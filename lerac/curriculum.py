@@ -187,14 +187,8 @@ class LeRaC(LRScheduler):
         start_lrs: list[float] | None = None,
         last_epoch: int = -1,
     ) -> None:
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                f"LeRaC needs a torch.optim.Optimizer, got {type(optimizer).__name__}: build "
-                "the optimizer on the layer groups first (layer_param_groups(model, inputs))"
-            )
+        groups = layer_groups(optimizer)
         check_settings(lr_first, lr_last, update, c)
-        groups = optimizer.param_groups
-        own_lr_tensors(groups, optimizer.defaults.get("lr"))
         positions = layer_positions(groups)
         n = max(positions) + 1
         targets = [float(g.get("initial_lr", g["lr"])) * g.get("lr_scale", 1.0) for g in groups]
@@ -337,6 +331,18 @@ class LeRaC(LRScheduler):
             return [s + t * (b - s) for s, b in zip(self.start_lrs, self.targets)]
         log = lambda x: math.log(x, self.c)  # noqa: E731 - Eq. 8 reads in log_c
         return [s * self.c ** (t * (log(b) - log(s))) for s, b in zip(self.start_lrs, self.targets)]
+
+
+def layer_groups(optimizer: Optimizer) -> list[dict]:
+    """The optimizer's param groups, each with an lr of its own (:func:`own_lr_tensors`);
+    anything but an optimizer is a TypeError."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"LeRaC needs a torch.optim.Optimizer, got {type(optimizer).__name__}: build "
+            "the optimizer on the layer groups first (layer_param_groups(model, inputs))"
+        )
+    own_lr_tensors(optimizer.param_groups, optimizer.defaults.get("lr"))
+    return optimizer.param_groups
 
 
 def own_lr_tensors(groups: list[dict], default_lr: object = None) -> None:

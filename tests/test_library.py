@@ -3,9 +3,11 @@ after the curriculum, layer ranks, timm's lr_scale, saved states and argument er
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from importlib.metadata import PathDistribution, distribution
 from pathlib import Path
 
@@ -115,7 +117,7 @@ def test_a_command_on_the_core_install_names_the_missing_extra(command):
     assert run.returncode == 2, run.stderr[-2000:]
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: lerac-{command} needs the suite")
-    assert "pip install 'lerac[suite]'" in lines[0]
+    assert "pip install '.[suite]' in a checkout" in lines[0]
 
 
 def test_the_console_scripts_go_through_the_guard():
@@ -358,3 +360,34 @@ def test_the_lightning_helper_refuses_a_plateau_that_counts_the_curriculum():
         after_curriculum_config(PlateauAfterCurriculum(lerac))
     config = after_curriculum_config(PlateauAfterCurriculum(lerac), monitor="val_loss")
     assert config["interval"] == "epoch" and config["monitor"] == "val_loss"
+
+
+def test_the_wheel_carries_the_configs_and_finds_them(tmp_path):
+    """A non-editable install has no checkout: the build copies conf/ into the package and
+    CONF_DIR finds that copy, so lerac-train composes its configs from the wheel alone."""
+    for item in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "lerac", "conf"):
+        copy = shutil.copytree if (ROOT / item).is_dir() else shutil.copy
+        copy(ROOT / item, tmp_path / item)
+    build = [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp_path / "dist")]
+    run = subprocess.run(build, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("lerac-*.whl"))  # built from the sdist
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert (site / "lerac" / "suite" / "conf" / "train.yaml").is_file()
+    script = (
+        "from lerac.suite.config import CONF_DIR; from lerac.suite.compose import compose_config; "
+        "print(CONF_DIR); print(compose_config(['dataset=digits']).regime.id)"
+    )
+    elsewhere = tmp_path / "elsewhere"  # not the copied checkout, which python -c would see
+    elsewhere.mkdir()
+    shown = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.split() == [str(site / "lerac" / "suite" / "conf"), "lerac"]

@@ -1,4 +1,4 @@
-"""LeRaC inside a HuggingFace ``Trainer`` (``pip install "lerac[hf]"``).
+"""LeRaC inside a HuggingFace ``Trainer`` (extra ``hf``).
 
 Two lines change in a plain Trainer script::
 

@@ -1,4 +1,4 @@
-"""LeRaC inside PyTorch Lightning (``pip install "lerac[lightning]"``).
+"""LeRaC inside PyTorch Lightning (extra ``lightning``).
 
 In ``configure_optimizers``::
 

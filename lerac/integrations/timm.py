@@ -1,4 +1,4 @@
-"""LeRaC as a timm scheduler (``pip install "lerac[timm]"``), for timm's own train loop.
+"""LeRaC as a timm scheduler for timm's own train loop (extra ``timm``).
 
     cosine, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=epochs - k_epochs,
                                     updates_per_epoch=updates_per_epoch)
