@@ -13,7 +13,8 @@ GRID_FLAGS = $(if $(call truthy,$(DRY)),--dry) $(if $(call truthy,$(SMOKE)),--sm
 # make data DATASETS="cifar10 esc50" (default: all that can be downloaded) | CHECK=1
 DATASETS ?= all
 
-.PHONY: install test test-cluster lint docs demo bench data clean gpu-wheels reproduce-controls \
+.PHONY: install test test-wheels test-cluster lint docs demo bench data clean gpu-wheels \
+	reproduce-controls \
 	reproduce-protocol $(addprefix reproduce-table,$(TABLES))
 
 install: $(VENV)/.installed
@@ -27,6 +28,13 @@ $(VENV)/.installed: pyproject.toml
 # No network in tests: W&B off, the HuggingFace hub and datasets offline.
 test: install
 	WANDB_MODE=disabled HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+# The package as a user gets it: build the sdist and the wheel, then in a fresh venv install
+# the wheel alone and run the README's scheduler example, then its suite extra and a
+# one-epoch lerac-train on digits, configs from inside the wheel (scripts/check_wheels.sh;
+# the suite's packages come from the package index).
+test-wheels: install
+	PY=$(PY) BASE_PYTHON=$(PYTHON) scripts/check_wheels.sh
 
 # The grid on a real one-node SLURM (slurmctld + slurmd + munge on this machine, installed
 # with apt when missing, needs root): a digits grid as a job array, one job requeued by

@@ -1,7 +1,8 @@
 """LeRaC in PyTorch Lightning: a small CNN on synthetic images, LeRaC per step for k
-epochs, then ReduceLROnPlateau per epoch, every layer's rate logged by LearningRateMonitor.
+epochs, then reduce-on-plateau per epoch counted from the end of the curriculum, one curve
+per layer logged by LayerRateMonitor (a LearningRateMonitor).
 
-    pip install "lerac[lightning]"
+    pip install ".[lightning]"  # in a checkout (lerac is on no package index)
     python examples/lightning_module.py --out /tmp/lerac_pl              # 4 epochs, k = 2
     python examples/lightning_module.py --out /tmp/lerac_pl --resume /tmp/lerac_pl/epoch=0.ckpt
 """
@@ -14,15 +15,18 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.nn import functional as F
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, TensorDataset
 
-from lerac import LeRaC, curriculum_steps, layer_param_groups
-from lerac.integrations.lightning import after_curriculum_config, lerac_scheduler_config
+from lerac import LeRaC, PlateauAfterCurriculum, curriculum_steps, layer_param_groups
+from lerac.integrations.lightning import (
+    LayerRateMonitor,
+    after_curriculum_config,
+    lerac_scheduler_config,
+)
 
 BATCHES = 5  # batches per epoch: 40 images, 8 a batch
 
@@ -58,7 +62,8 @@ class SmallCNN(L.LightningModule):
         groups = layer_param_groups(self, example, weight_decay=5e-4)
         optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
         lerac = LeRaC(optimizer, curriculum_steps(self.k_epochs, BATCHES), 0.1, 1e-6)
-        plateau = ReduceLROnPlateau(optimizer, mode="min", **self.plateau)
+        # Its patience counts from the end of the curriculum, not from epoch 0.
+        plateau = PlateauAfterCurriculum(lerac, mode="min", **self.plateau)
         # LeRaC per step; the plateau per epoch, whose cuts last once the curriculum is over.
         schedulers = [lerac_scheduler_config(lerac), after_curriculum_config(plateau, "train_loss")]
         return [optimizer], schedulers
@@ -90,7 +95,7 @@ def fit(
         logger=CSVLogger(out, name="logs"),
         callbacks=[
             rates,
-            LearningRateMonitor(logging_interval="step"),
+            LayerRateMonitor(logging_interval="step"),
             ModelCheckpoint(dirpath=out, filename="{epoch}", every_n_epochs=1, save_top_k=-1),
         ],
         enable_progress_bar=False,

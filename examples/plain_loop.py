@@ -1,7 +1,7 @@
 """LeRaC in a plain PyTorch loop: a small CNN on synthetic images, LeRaC for k epochs, then
 cosine annealing (SequentialLR), with Curriculum by Smoothing attached and decayed per epoch.
 
-    pip install lerac            # torch is the only dependency
+    pip install .                # in a checkout; torch is the only dependency
     python examples/plain_loop.py --epochs 4 --k 2 [--cbs-sigma 1.0]
 """
 

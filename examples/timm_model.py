@@ -1,7 +1,7 @@
 """LeRaC on a timm model: ``timm.create_model`` (random weights, nothing downloaded) and one
 param group per layer found by a forward pass, or timm's own layer-decay groups.
 
-    pip install "lerac[timm]"
+    pip install ".[timm]"  # in a checkout (lerac is on no package index)
     python examples/timm_model.py --model resnet10t --k 2
     python examples/timm_model.py --model resnet10t --k 2 --layer-decay 0.75
 

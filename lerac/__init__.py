@@ -13,16 +13,19 @@ the suite's modules import them themselves.
 """
 
 from lerac.curriculum import LeRaC, curriculum_steps, initial_rates
-from lerac.layers import find_layers, layer_param_groups
+from lerac.layers import find_layers, layer_param_groups, layer_rates
+from lerac.plateau import PlateauAfterCurriculum
 from lerac.smoothing import SmoothingCurriculum, attach_smoothing, set_sigma
 
 __all__ = [
     "LeRaC",
+    "PlateauAfterCurriculum",
     "SmoothingCurriculum",
     "attach_smoothing",
     "curriculum_steps",
     "find_layers",
     "initial_rates",
     "layer_param_groups",
+    "layer_rates",
     "set_sigma",
 ]

@@ -26,8 +26,10 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 
+from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -195,6 +197,9 @@ class LeRaC(LRScheduler):
 
     After the curriculum ``step()`` counts the step and changes no rate, so a scheduler
     stepped beside it (ReduceLROnPlateau, ExponentialLR, MultiStepLR, ...) keeps its effect.
+    A group whose ``lr`` is a tensor shared with another group gets its own copy (each
+    layer needs its own rate); a group added to the optimizer later trains at its own lr,
+    outside the curriculum (with a warning).
     """
 
     def __init__(
@@ -213,11 +218,11 @@ class LeRaC(LRScheduler):
         update_points: Iterable[int] | None = None,
         cap_ratio: float | None = None,
     ) -> None:
+        groups = layer_groups(optimizer)
         check_curriculum(lr_first, lr_last, update, c)
-        groups = optimizer.param_groups
         positions = layer_positions(groups)
         n = max(positions) + 1
-        targets = [g.get("initial_lr", g["lr"]) * g.get("lr_scale", 1.0) for g in groups]
+        targets = [float(g.get("initial_lr", g["lr"])) * g.get("lr_scale", 1.0) for g in groups]
         if start_lrs is None:
             start_lrs = start_rates(n, lr_first, lr_last, c, update, anti)
         per_layer = checked_start(start_lrs, n)
@@ -262,13 +267,54 @@ class LeRaC(LRScheduler):
 
     def step(self, epoch: int | None = None) -> None:
         """Advance one optimizer step; past the curriculum, count it and leave every rate
-        to whatever scheduler acts after it (the last curriculum step still sets eta^(k))."""
-        if epoch is not None or not self.finished:
-            super().step(epoch)
-            return
-        self._step_count += 1
-        self.last_epoch += 1
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        to whatever scheduler acts after it (the last curriculum step still sets eta^(k)).
+
+        Torch's checks run at every step (``scheduler.step()`` before ``optimizer.step()``
+        warns, also when resuming past the curriculum). During the curriculum a rate that
+        changed since the last step (another scheduler in a ``ChainedScheduler``, one
+        stepped beside LeRaC, a manual edit) is overwritten: that warns once.
+        """
+        groups = self.optimizer.param_groups
+        if len(groups) < len(self.targets):
+            raise ConfigError(
+                f"the optimizer has {len(groups)} param groups but LeRaC was built on "
+                f"{len(self.targets)}: build a new LeRaC after changing the groups"
+            )
+        if self._step_count > 0 and len(groups) > len(self._last_lr):
+            self._adopt_added_groups(len(groups) - len(self._last_lr))
+        elif self._step_count > 0 and epoch is None and not self.finished:
+            self._warn_if_rates_changed()
+        super().step(epoch)
+
+    def _adopt_added_groups(self, added: int) -> None:
+        """Groups added since the last step keep their own lr (their base rate); each gets
+        its own lr tensor where it shares one."""
+        own_lr_tensors(self.optimizer.param_groups, self.optimizer.defaults.get("lr"))
+        warnings.warn(
+            f"{added} param group(s) were added to the optimizer "
+            f"after LeRaC was built: they train at their own lr, outside the curriculum; "
+            "build LeRaC after adding every group to put them in it",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def get_last_lr(self) -> list[float | Tensor]:
+        """Every group's rate after the last step: copies, so changing them changes neither
+        training nor this scheduler."""
+        return [_copy(lr) for lr in self._last_lr]
+
+    def _warn_if_rates_changed(self) -> None:
+        groups = self.optimizer.param_groups
+        if any(float(g["lr"]) != float(last) for g, last in zip(groups, self._last_lr)):
+            warnings.warn(
+                "a param group's lr changed since LeRaC last set it, during the curriculum "
+                "(another scheduler in a ChainedScheduler or stepped beside LeRaC?): LeRaC "
+                "sets every rate at each step until total_steps, so that change lasted one "
+                "step. Hand over with SequentialLR([lerac, other], milestones=[total_steps]) "
+                "or PlateauAfterCurriculum(lerac, ...) instead",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore a saved schedule; refuse one whose curriculum differs from this one's
@@ -283,8 +329,21 @@ class LeRaC(LRScheduler):
                 )
         super().load_state_dict(state_dict)
 
-    def get_lr(self) -> list[float]:
-        return self.rates_at(self.last_epoch)
+    def get_lr(self) -> list[float | Tensor]:
+        """The curriculum's rates for this step; past the curriculum, the rates the groups
+        have now (whatever acts after LeRaC set them)."""
+        if self.last_epoch > self.total_steps:
+            return self._with_added_groups([])
+        return self._with_added_groups(self.rates_at(self.last_epoch))
+
+    def _get_closed_form_lr(self) -> list[float | Tensor]:
+        """The curriculum's rates at ``last_epoch`` (``step(epoch)``, torch's closed form)."""
+        return self._with_added_groups(self.rates_at(self.last_epoch))
+
+    def _with_added_groups(self, rates: list[float]) -> list[float | Tensor]:
+        """``rates`` for the first groups, then each other group's own current lr."""
+        groups = self.optimizer.param_groups[len(rates) :]
+        return [*rates, *(_copy(g["lr"]) for g in groups)]
 
     def rates_at(self, step: int) -> list[float]:
         """The rate of every layer at optimizer step ``step`` (0 = before any update)."""
@@ -331,6 +390,38 @@ def rise_points(
     if any(b <= a for a, b in zip([0, *points], points)):
         raise ConfigError(f"update_points must be increasing positive steps, got {points}")
     return points
+
+
+def layer_groups(optimizer: Optimizer) -> list[dict]:
+    """The optimizer's param groups, each with an lr of its own (:func:`own_lr_tensors`);
+    anything but an optimizer is a TypeError."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"LeRaC needs a torch.optim.Optimizer, got {type(optimizer).__name__}: build "
+            "the optimizer on the layer groups first (layer_param_groups(model, inputs))"
+        )
+    own_lr_tensors(optimizer.param_groups, optimizer.defaults.get("lr"))
+    return optimizer.param_groups
+
+
+def own_lr_tensors(groups: list[dict], default_lr: object = None) -> None:
+    """Give each group whose ``lr`` tensor is also another group's (or the optimizer's
+    default, which ``add_param_group`` hands out) a copy of its own, of the same type.
+
+    An optimizer built with ``lr=torch.tensor(...)`` puts one tensor in every group;
+    schedulers fill lr tensors in place, so one rate would end up in all the groups.
+    """
+    taken = {id(default_lr)} if isinstance(default_lr, Tensor) else set()
+    for group in groups:
+        lr = group["lr"]
+        if isinstance(lr, Tensor):
+            if id(lr) in taken:
+                group["lr"] = lr = lr.clone()
+            taken.add(id(lr))
+
+
+def _copy(lr: float | Tensor) -> float | Tensor:
+    return lr.clone() if isinstance(lr, Tensor) else lr
 
 
 def x10_rises(rate: float, cap: float) -> int:

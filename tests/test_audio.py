@@ -419,8 +419,10 @@ def test_septr_lerac_run_on_esc50(tmp_path, data_dir):
     assert (metrics["model"], metrics["dataset"], metrics["epochs"]) == ("septr", "esc50", 2)
     assert metrics["data_sizes"] == {"train": 44, "val": 4, "test": 12}
     layers = (tmp_path / "run" / "layers.csv").read_text().splitlines()
-    # The class token (root) first, the head last: input-to-output order.
-    assert layers[1].split(",")[1] == "<root>" and layers[-1].split(",")[1] == "head"
+    # The token embedding first, then the root's class tokens where the forward pass first
+    # uses them, the head last: input-to-output order.
+    names = [line.split(",")[1] for line in layers[1:]]
+    assert names[:2] == ["embed", "<root>"] and names[-1] == "head"
 
 
 def test_densenet121_run_on_crema_d(tmp_path, data_dir):

@@ -126,3 +126,59 @@ def test_an_unknown_rate_unit_names_the_argument_or_the_config_key():
         LearningRateCurriculum(k=2, lr_first=0.1, lr_last=1e-8, units="layer")
     with pytest.raises(ConfigError, match=r"^regime\.units='layer' is not an option"):
         StepCurriculum(lr_first=0.1, floor=1e-6, units="layer")
+
+
+class Contrastive(nn.Module):
+    """Parameters the root owns: a class token added after the stem and a temperature
+    used last, at the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 4)
+        self.cls = nn.Parameter(torch.zeros(4))
+        self.temperature = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.head(self.stem(x) + self.cls) / self.temperature
+
+
+def test_a_root_parameter_sits_where_the_forward_pass_uses_it():
+    model = Contrastive()
+    layers = find_layers(model, torch.randn(2, 4))
+    assert [layer.name for layer in layers] == ["stem", "cls", "head", "temperature"]
+    assert layers[-1].params == (model.temperature,)  # the output's rate, not the input's
+    # torchvision's ViT: the class token joins after the patch projection that precedes it.
+    from torchvision.models import VisionTransformer
+
+    vit = VisionTransformer(32, 16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=8)
+    names = [layer.name for layer in find_layers(vit, torch.randn(1, 3, 32, 32))]
+    assert names[:3] == ["conv_proj", "<root>", "encoder"] and names[-1] == "heads.head"
+
+
+def test_timm_no_weight_decay_names_get_no_decay():
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=2)
+    groups = layer_param_groups(model, torch.randn(1, 3, 32, 32), weight_decay=0.05)
+    decayed = {id(p) for g in groups if g["weight_decay"] for p in g["params"]}
+    assert model.no_weight_decay() >= {"cls_token", "pos_embed"}
+    assert id(model.cls_token) not in decayed and id(model.pos_embed) not in decayed
+    assert id(model.patch_embed.proj.weight) in decayed
+    root = next(g for g in groups if g["name"] == "<root>.no_decay")
+    assert root["layer_rank"] == 1  # right after the patch projection, where they are used
+
+
+def test_a_forward_that_takes_one_dict_is_told_to_pass_a_tuple():
+    class DictModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, batch):
+            return self.linear(batch["x"])
+
+    batch = {"x": torch.randn(2, 4), "y": torch.zeros(2)}
+    with pytest.raises(TypeError, match=r"pass it in a tuple: \(batch,\)"):
+        find_layers(DictModel(), batch)
+    assert [layer.name for layer in find_layers(DictModel(), (batch,))] == ["linear"]

@@ -3,9 +3,11 @@ after the curriculum, layer ranks, timm's lr_scale, saved states and argument er
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from importlib.metadata import PathDistribution, distribution
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, ReduceLROnPlateau
 
-from lerac import LeRaC, curriculum_steps, layer_param_groups
+from lerac import LeRaC, PlateauAfterCurriculum, curriculum_steps, layer_param_groups
 from lerac.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +117,7 @@ def test_a_command_on_the_core_install_names_the_missing_extra(command):
     assert run.returncode == 2, run.stderr[-2000:]
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: lerac-{command} needs the suite")
-    assert "pip install 'lerac[suite]'" in lines[0]
+    assert "pip install '.[suite]' in a checkout" in lines[0]
 
 
 def test_the_console_scripts_go_through_the_guard():
@@ -170,6 +172,54 @@ def test_plateau_cut_after_the_curriculum_lasts():
     assert seen[6:] == pytest.approx([0.01] * 3 + [0.001] * 3 + [1e-4] * 3, rel=1e-12)
 
 
+def flat_loss_run(make_plateau, k_epochs: int = 3, epochs: int = 9) -> list[float]:
+    """The first layer's rate at every step: 2 steps an epoch, a loss that never improves,
+    the plateau made by ``make_plateau(optimizer, lerac)`` (None: not yet) at each epoch end."""
+    model, optimizer = layered()
+    sched = LeRaC(optimizer, total_steps=2 * k_epochs, lr_first=0.1, lr_last=1e-4)
+    plateau, seen = None, []
+    for _epoch in range(epochs):
+        for _ in range(2):
+            seen.append(rates(optimizer)[0])
+            train_steps(model, optimizer, [sched], 1)
+        plateau = plateau or make_plateau(optimizer, sched)
+        if plateau is not None:
+            plateau.step(1.0)
+    return seen
+
+
+def test_plateau_after_the_curriculum_counts_its_patience_from_the_hand_over():
+    options = {"factor": 0.1, "patience": 2}
+    handed_over = flat_loss_run(lambda _opt, lerac: PlateauAfterCurriculum(lerac, **options))
+    # The docs' other recipe: a ReduceLROnPlateau built when the curriculum has finished.
+    built_late = flat_loss_run(
+        lambda opt, lerac: ReduceLROnPlateau(opt, **options) if lerac.finished else None
+    )
+    from_epoch_0 = flat_loss_run(lambda opt, _lerac: ReduceLROnPlateau(opt, **options))
+    assert handed_over == built_late
+    # k = 3 epochs (steps 0-5); the end of epoch 2 sets the best loss; epochs 3, 4 and 5 run
+    # at the base rate; the cut comes at the end of epoch 5.
+    assert handed_over[6:12] == [0.1] * 6 and handed_over[12:] == pytest.approx([0.01] * 6)
+    # Stepped from epoch 0, the curriculum's flat epochs fill its patience: it cuts after
+    # the first epoch past the curriculum.
+    assert from_epoch_0[8:10] == pytest.approx([0.01] * 2)
+
+
+def test_a_plateau_state_carries_the_curriculum(tmp_path):
+    model, optimizer = layered()
+    lerac = LeRaC(optimizer, 4, 0.1, 1e-4)
+    plateau = PlateauAfterCurriculum(lerac, patience=1)
+    train_steps(model, optimizer, [lerac], 2)
+    torch.save(plateau.state_dict(), tmp_path / "plateau.pt")  # all an HF checkpoint keeps
+    _model, fresh_optimizer = layered()
+    resumed = PlateauAfterCurriculum(LeRaC(fresh_optimizer, 4, 0.1, 1e-4), patience=1)
+    resumed.load_state_dict(torch.load(tmp_path / "plateau.pt", weights_only=True))
+    assert resumed.curriculum.last_epoch == 2 and resumed.patience == 1
+    assert not any(isinstance(value, LeRaC) for value in plateau.state_dict().values())
+    with pytest.raises(TypeError, match="needs the LeRaC scheduler it follows"):
+        PlateauAfterCurriculum(optimizer)
+
+
 def test_exponential_after_the_curriculum_decays_as_alone():
     model, optimizer = layered()
     sched = LeRaC(optimizer, total_steps=4, lr_first=0.1, lr_last=1e-4)
@@ -192,10 +242,12 @@ def test_exponential_stepped_from_the_start_decays_from_the_handoff():
     model, optimizer = layered()
     sched = LeRaC(optimizer, total_steps=4, lr_first=0.1, lr_last=1e-4)
     exponential = ExponentialLR(optimizer, gamma=0.5)  # built at once, stepped every epoch
-    for _epoch in range(8):
-        train_steps(model, optimizer, [sched], 2)
-        exponential.step()
-    # The curriculum rewrote the rates during epochs 0-1; epochs 1-7 ends decayed them.
+    with pytest.warns(UserWarning, match="changed since LeRaC last set it"):
+        for _epoch in range(8):
+            train_steps(model, optimizer, [sched], 2)
+            exponential.step()
+    # The curriculum rewrote the rates during epochs 0-1 (the decay at the end of epoch 0
+    # lasted one step, hence the warning); the ends of epochs 1-7 decayed them.
     assert rates(optimizer) == pytest.approx([0.1 * 0.5**7] * 3, rel=1e-12)
 
 
@@ -295,3 +347,48 @@ def test_errors_name_the_python_arguments(kwargs, key):
     with pytest.raises(ConfigError) as err:
         LeRaC(optimizer, **args)
     assert key in str(err.value) and "regime." not in str(err.value)
+
+
+def test_the_lightning_helper_refuses_a_plateau_that_counts_the_curriculum():
+    from lerac.integrations.lightning import after_curriculum_config
+
+    _model, optimizer = layered()
+    lerac = LeRaC(optimizer, 4, 0.1, 1e-4)
+    with pytest.raises(ConfigError, match="plain ReduceLROnPlateau.*PlateauAfterCurriculum"):
+        after_curriculum_config(ReduceLROnPlateau(optimizer), monitor="val_loss")
+    with pytest.raises(ConfigError, match="needs monitor="):
+        after_curriculum_config(PlateauAfterCurriculum(lerac))
+    config = after_curriculum_config(PlateauAfterCurriculum(lerac), monitor="val_loss")
+    assert config["interval"] == "epoch" and config["monitor"] == "val_loss"
+
+
+def test_the_wheel_carries_the_configs_and_finds_them(tmp_path):
+    """A non-editable install has no checkout: the build copies conf/ into the package and
+    CONF_DIR finds that copy, so lerac-train composes its configs from the wheel alone."""
+    for item in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "lerac", "conf"):
+        copy = shutil.copytree if (ROOT / item).is_dir() else shutil.copy
+        if (ROOT / item).exists():
+            copy(ROOT / item, tmp_path / item)
+    build = [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp_path / "dist")]
+    run = subprocess.run(build, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("lerac-*.whl"))  # built from the sdist
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert (site / "lerac" / "suite" / "conf" / "train.yaml").is_file()
+    script = (
+        "from lerac.suite.config import CONF_DIR; from lerac.suite.compose import compose_config; "
+        "print(CONF_DIR); print(compose_config(['dataset=digits']).regime.id)"
+    )
+    elsewhere = tmp_path / "elsewhere"  # not the copied checkout, which python -c would see
+    elsewhere.mkdir()
+    shown = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.split() == [str(site / "lerac" / "suite" / "conf"), "lerac"]

@@ -413,10 +413,12 @@ def test_timm_models_train_under_lerac(name, options, tmp_path, folder):
         for line in (tmp_path / "run" / "layers.csv").read_text().splitlines()[1:]
     ]
     assert layers[-1].startswith("head") or layers[-1] == "fc"  # the classifier comes last
-    # ViT: the class token and position embedding belong to the root module, which the
-    # forward pass enters first (lerac.layers' rule), then the patch projection.
-    first = {"resnet10t": "conv1.0", "convnext_atto": "stem.0", "vit_tiny_patch16_224": "<root>"}
+    # ViT: the root's class token and position embedding join where the forward pass
+    # first uses them, after the patch projection (lerac.layers' rule).
+    first = {"resnet10t": "conv1.0", "convnext_atto": "stem.0"}
+    first["vit_tiny_patch16_224"] = "patch_embed.proj"
     assert layers[0] == first[name]
+    assert name != "vit_tiny_patch16_224" or layers[1] == "<root>"
 
 
 def test_timm_names_wrong_models_sizes_and_missing_weights(tmp_path, monkeypatch):

@@ -1,8 +1,9 @@
 """The console scripts (``lerac-train``, ``lerac-grid``, ...), usable on the core install.
 
-``pip install lerac`` brings torch and numpy only; the suite's commands need the ``suite``
-extra. Each script imports its module on call, so a missing suite package becomes one
-``error:`` line naming the extra instead of a traceback.
+Installing lerac alone (``pip install .`` in a checkout, or its wheel) brings torch and
+numpy only; the suite's commands need the ``suite`` extra. Each script imports its module
+on call, so a missing suite package becomes one ``error:`` line naming the extra instead
+of a traceback.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def run_command(module: str) -> Any:
         command = "lerac-" + module.rsplit(".", 1)[-1]
         print(
             f"error: {command} needs the suite's packages ({missing} is not installed): "
-            "pip install 'lerac[suite]' (the library alone needs only torch)",
+            "install lerac with its suite extra, pip install '.[suite]' in a checkout of lerac "
+            "(or '<lerac wheel>[suite]'); the library alone needs only torch",
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
