@@ -2,7 +2,8 @@
 
 Each family has a reader that counts what its folder holds with the data loaders' own
 helpers (:mod:`lerac.suite.data`), without decoding images or audio: CIFAR's pickle batches
-are unpickled (a truncated batch does not unpickle), Tiny ImageNet's and ImageNet's class
+are unpickled by the loader's restricted unpickler (a truncated batch does not unpickle,
+one that names a function outside the format is refused), Tiny ImageNet's and ImageNet's class
 folders and Tiny ImageNet's val annotations are listed, ESC-50's and CREMA-D's clips are
 listed by name, text splits are read by the text loader's reader, and a checkpoint's
 weight file is checked against its own header (safetensors) or zip directory (torch).
@@ -16,7 +17,6 @@ otherwise.
 from __future__ import annotations
 
 import json
-import pickle
 import struct
 import zipfile
 from collections import Counter
@@ -67,7 +67,7 @@ class Report:
 
 
 def count_cifar(folder: Path, source: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
-    from lerac.suite.data.cifar import variant_of
+    from lerac.suite.data.cifar import read_batch, variant_of
 
     spec = variant_of(source["variant"])
     counts, problems = {"train": 0, "test": 0}, []
@@ -76,10 +76,11 @@ def count_cifar(folder: Path, source: Mapping[str, Any]) -> tuple[dict[str, int]
         raise Absent
     for split, name in files:
         try:
-            with open(folder / name, "rb") as f:
-                counts[split] += len(pickle.load(f, encoding="latin1")[spec.label_key])
+            counts[split] += len(read_batch(folder / name)[spec.label_key])
         except FileNotFoundError:
             problems.append(f"{name} is missing")
+        except LeRaCError as err:  # a file that asks to run code: refused, said why
+            problems.append(str(err))
         except Exception as err:  # a truncated pickle raises EOFError, UnpicklingError, ...
             problems.append(f"{name} cannot be read ({type(err).__name__}: truncated?)")
     return counts, problems
@@ -107,15 +108,16 @@ def count_tiny_imagenet(folder: Path, _: Mapping[str, Any]) -> tuple[dict[str, i
 
 
 def count_esc50(folder: Path, _: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
-    from lerac.suite.data.esc50 import read_meta
+    from lerac.suite.data.esc50 import clip_paths, read_meta
 
     if not (folder / "meta" / "esc50.csv").is_file():
         raise Absent
     try:
         rows = read_meta(folder)
+        paths = clip_paths(folder, rows)
     except LeRaCError as err:
         return {}, [str(err)]
-    present = [r for r in rows if _nonempty(folder / "audio" / r["filename"])]
+    present = [r for r, p in zip(rows, paths) if _nonempty(p)]
     folds = Counter(int(r["fold"]) for r in present)
     counts = {"clips": len(present), **{f"fold{k}": folds[k] for k in range(1, 6)}}
     lost = len(rows) - len(present)
