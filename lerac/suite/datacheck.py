@@ -17,6 +17,7 @@ otherwise.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zipfile
 from collections import Counter
@@ -205,13 +206,39 @@ def weight_file_problem(file: Path) -> str | None:
                 header = json.loads(f.read(length))
             except ValueError:
                 return "is truncated (its header does not parse)"
-        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        tensors = [v for k, v in header.items() if k != "__metadata__"]
+        bad = next((t for t in tensors if not _consistent(t)), None)
+        if bad is not None:
+            return f"has a header that no loader reads ({str(bad)[:80]})"
+        ends = [t["data_offsets"][1] for t in tensors]
         return None if 8 + length + max(ends, default=0) <= size else "is truncated"
     try:
-        with zipfile.ZipFile(file):  # torch.save writes a zip: its directory is at the end
-            return None
+        with zipfile.ZipFile(file) as z:  # torch.save writes a zip: its directory at the end
+            pickled = any(n.endswith("/data.pkl") or n == "data.pkl" for n in z.namelist())
+            return None if pickled else "is not a torch checkpoint (no data.pkl)"
     except zipfile.BadZipFile:
         return "is truncated or not a torch checkpoint"
+
+
+# Bytes per element of each safetensors dtype (the format's own list); the sub-byte kinds
+# are packed, so only their name is checked.
+SAFETENSORS_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+                     "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8, "C64": 8,
+                     "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "F8_E4M3FNUZ": 1,
+                     "F8_E5M2FNUZ": 1}  # fmt: skip
+PACKED = ("F4", "F6_E2M3", "F6_E3M2")
+
+
+def _consistent(tensor: Any) -> bool:
+    """A safetensors header entry: a known dtype, and offsets that hold its shape."""
+    try:
+        start, end = tensor["data_offsets"]
+        if tensor["dtype"] in PACKED:
+            return 0 <= start <= end
+        count = math.prod(int(n) for n in tensor["shape"])
+        return end - start == count * SAFETENSORS_BYTES[tensor["dtype"]] and 0 <= start <= end
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _nonempty(path: Path) -> bool:
