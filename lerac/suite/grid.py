@@ -458,7 +458,10 @@ def submit(experiment: Experiment, runs: list[Run], overrides: Sequence[str]) ->
         try:
             results = launcher.launch([[name, *r.overrides, *extra] for r in runs], 0)
         except Exception as err:  # a job that died (killed, out of memory) stops the wait
-            print(f"error: the launcher stopped: {type(err).__name__}: {err}", file=sys.stderr)
+            print(
+                f"error: the launcher stopped: {type(err).__name__}: {one_line(err)}",
+                file=sys.stderr,
+            )
             return 1
     failed = [(r, res) for r, res in zip(runs, results) if res.status != JobStatus.COMPLETED]
     for run, res in failed:

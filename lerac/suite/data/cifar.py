@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from lerac.engine.batches import Splits
-from lerac.errors import ConfigError, DataNotFoundError, LeRaCError, reading
+from lerac.errors import ConfigError, DataNotFoundError, LeRaCError, first_line, reading
 from lerac.suite.data.augment import maybe_table13
 from lerac.suite.data.base import image_splits
 
@@ -78,7 +78,8 @@ def download_cifar(root: str, variant: str = "cifar10", url: str | None = None) 
         download_and_extract_archive(url, root, filename=Path(spec.url).name, md5=spec.md5)
     except (OSError, RuntimeError) as err:  # URLError is an OSError
         raise DataNotFoundError(
-            f"could not download {url} ({err}); fetch it on a machine with network access "
+            f"could not download {url} ({first_line(err)}); fetch it on a machine with network "
+            "access "
             f"and extract it into {Path(root).resolve()}"
         ) from err
     return Path(root) / spec.folder

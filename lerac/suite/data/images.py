@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from lerac.engine.io import cache_key, cached
-from lerac.errors import ConfigError, LeRaCError
+from lerac.errors import ConfigError, LeRaCError, first_line
 
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
 DECODING = 2  # in every cache key: 2 scales images of more than 8 bits by their depth
@@ -67,7 +67,7 @@ def read_image(
                 image = fit(image, size, resize or size)
     except (OSError, ValueError, SyntaxError) as err:  # Pillow's errors for broken files
         raise ImageDecodeError(
-            f"{path} could not be decoded as an image ({err}); remove or replace it"
+            f"{path} could not be decoded as an image ({first_line(err)}); remove or replace it"
         ) from err
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
@@ -121,7 +121,7 @@ def image_size_of(path: Path) -> tuple[int, int]:
             return image.size
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageDecodeError(
-            f"{path} could not be decoded as an image ({err}); remove or replace it"
+            f"{path} could not be decoded as an image ({first_line(err)}); remove or replace it"
         ) from err
 
 

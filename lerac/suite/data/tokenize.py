@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lerac.errors import ConfigError
+from lerac.errors import ConfigError, first_line
 
 PAD, UNK, SEP = "[PAD]", "[UNK]", "[SEP]"
 UNLIMITED_VOCAB = 2**31 - 1  # the tokenizers trainer keeps 30,000 words unless told otherwise
@@ -157,7 +157,7 @@ def make_tokenizer(
     try:
         return KINDS[kind](**spec)
     except TypeError as err:
-        raise ConfigError(f"model.tokenizer ({kind}): {err}") from err
+        raise ConfigError(f"model.tokenizer ({kind}): {first_line(err)}") from err
 
 
 def to_tensors(encoded: dict[str, list[list[int]]], pad_id: int) -> dict[str, Tensor]:
