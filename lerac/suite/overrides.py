@@ -50,9 +50,12 @@ def check_command_line(argv: Sequence[str], config_name: str = "train") -> None:
 def single_values(parsed: list) -> list[list[str]]:
     """Jobs that together use every value of every override once: the first values, then
     each further value of each sweep with the first values of the others."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    choices = [[job[0] for job in BasicSweeper.split_arguments([o], None)[0]] for o in parsed]
+    choices = [
+        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [o.input_line]
+        for o in parsed
+    ]
     first = [values[0] for values in choices]
     jobs = [first]
     for i, values in enumerate(choices):
