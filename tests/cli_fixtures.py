@@ -15,6 +15,7 @@ def error_line(monkeypatch, capsys, argv: list[str], status: int = 2) -> str:
     printed no traceback. The log handlers Hydra installs (on this test's captured
     stderr) are taken down again, so later tests do not log into a closed stream."""
     monkeypatch.setattr(sys, "argv", ["lerac.suite.train", *argv])
+    capsys.readouterr()  # what earlier steps printed is not this command's
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:

@@ -256,3 +256,12 @@ def test_every_synthetic_copy_is_read_by_its_loader(tmp_path):
     assert model.config.model_type == "cvt"
     tokenizer = AutoTokenizer.from_pretrained(data / "weights" / "bert-large-uncased")
     assert tokenizer("the cat sat")["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_a_typo_given_to_the_grid_is_one_line_with_the_closest_name(capsys):
+    assert grid.main(["demo", "trainer.max_epoch=3", "--dry"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "error: trainer.max_epoch is not a key of the config: did you mean trainer.max_epochs?"
+    )

@@ -66,7 +66,8 @@ def how_to_get(source: str) -> str:
     return (
         f"on a machine with network access run `hf download {source} --local-dir "
         f"weights/{name}` (or `lerac-fetch {name}`, which puts it in <data>/weights/{name}, "
-        f"where it is found offline), copy that folder here and set model.pretrained=weights/{name}"
+        "where it is found offline, or write the folder with from_pretrained(...)."
+        f"save_pretrained(...)), copy that folder here and set model.pretrained=weights/{name}"
     )
 
 
