@@ -5,10 +5,12 @@ PY := $(VENV)/bin/python
 SEEDS := 0,1,2,3,4
 TABLES := 2 3 4 5 9 10 11 12 13
 # make reproduce-table2 DRY=1 (list, count, plan; GPU=h100|h200|a100 for the estimate) |
-# SMOKE=1 (2 batches, 2 epochs, k=1, own folder) | BLOCK=<name> (one block of the grid) |
+# SMOKE=1 (2 batches, 2 epochs, k=1, own folder) | SMOKE=synthetic (the same on small
+# synthetic data in the real formats) | BLOCK=<name> (one block of the grid) |
 # ARGS="hydra/launcher=gpus ..." (overrides)
 truthy = $(filter 1 true yes,$(1))
 GRID_FLAGS = $(if $(call truthy,$(DRY)),--dry) $(if $(call truthy,$(SMOKE)),--smoke) \
+	$(if $(filter synthetic,$(SMOKE)),--smoke --synthetic) \
 	$(if $(BLOCK),--block $(BLOCK)) $(if $(GPU),--gpu $(GPU))
 # make data DATASETS="cifar10 esc50" (default: all that can be downloaded) | CHECK=1
 DATASETS ?= all

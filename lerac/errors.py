@@ -32,6 +32,27 @@ class RunInterrupted(Exception):  # noqa: N818 - a state, not a fault: not a LeR
     command resumes it. Not a LeRaCError: a sweep must stop here, not go on."""
 
 
+MAX_LINE = 1000  # characters of an `error:` line; the rest of a longer text is cut
+
+
+def first_line(err: BaseException | str) -> str:
+    """The first non-empty line of an error's text (a library's long message, quoted in ours)."""
+    for line in str(err).splitlines():
+        if line.strip():
+            return " ".join(line.split())
+    return type(err).__name__ if isinstance(err, BaseException) else ""
+
+
+def one_line(err: BaseException | str) -> str:
+    """An error's whole text on one line (its lines joined with '; '), at most ``MAX_LINE``
+    characters: what follows ``error:`` on the console."""
+    lines = [" ".join(line.split()) for line in str(err).splitlines()]
+    text = "; ".join(line for line in lines if line)
+    if not text and isinstance(err, BaseException):
+        text = type(err).__name__
+    return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
+
+
 @contextmanager
 def reading(path: str | Path) -> Iterator[None]:
     """Name ``path`` when reading it fails: ``with reading(file): data = pickle.load(...)``."""
@@ -41,6 +62,6 @@ def reading(path: str | Path) -> Iterator[None]:
         raise
     except Exception as err:
         raise CorruptDataError(
-            f"{path} cannot be read ({type(err).__name__}: {err}); the file is damaged, "
-            "partial or not in the expected format: fetch the data set again"
+            f"{path} cannot be read ({type(err).__name__}: {first_line(err)}); the file is "
+            "damaged, partial or not in the expected format: fetch the data set again"
         ) from err

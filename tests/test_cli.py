@@ -31,10 +31,10 @@ def run(*args, cwd):
         (["regime.update=cosine"], ["regime.update='cosine'", "exponential, linear, step"]),
         (
             ["dataset=cifar10", "paths.data_dir=nowhere"],
-            ["cifar10 not found", "nowhere", "fetch_data.py cifar10"],
+            ["cifar10 not found", "nowhere", "lerac-fetch cifar10"],
         ),
-        (["model=resnet50"], ["model/resnet50", "Available options"]),
-        (["trainer.max_epoch=3"], ["max_epoch"]),
+        (["model=resnet50"], ["model=resnet50 is not an option", "resnet18"]),
+        (["trainer.max_epoch=3"], ["did you mean trainer.max_epochs?"]),
         (["trainer.device=tpu"], ["trainer.device", "auto, cpu or cuda"]),
     ],
 )
@@ -42,8 +42,9 @@ def test_bad_input_ends_with_a_clear_message(tmp_path, overrides, words):
     result = run(
         "-m", "lerac.suite.train", *TINY, f"paths.output_dir={tmp_path}", *overrides, cwd=tmp_path
     )
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+    assert len([x for x in result.stderr.splitlines() if x.startswith("error: ")]) == 1
     for word in words:
         assert word in result.stderr, result.stderr
 

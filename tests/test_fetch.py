@@ -33,16 +33,21 @@ WNIDS3 = ["n01443537", "n01629819", "n01641577"]
 
 class Server:
     """Files over HTTP on 127.0.0.1 with Range support; ``drop[name] = n`` closes the
-    connection after n bytes of that file, once. ``requests`` logs (file, Range header)."""
+    connection after n bytes of that file, once; ``streams[name] = (length, chunks)`` sends
+    the chunks as they come (a hostile server: endless, slow), announcing ``length`` (None:
+    no Content-Length). ``requests`` logs (file, Range header)."""
 
     def __init__(self, files: dict[str, bytes]) -> None:
-        self.files, self.drop, self.requests = files, {}, []
+        self.files, self.drop, self.requests, self.streams = files, {}, [], {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's name
                 name = self.path.lstrip("/")
                 server.requests.append((name, self.headers.get("Range")))
+                if name.removeprefix("lerac/") in server.streams:
+                    self.stream(*server.streams[name.removeprefix("lerac/")])
+                    return
                 if name not in server.files:
                     self.send_error(404)
                     return
@@ -60,6 +65,19 @@ class Server:
                 cut = server.drop.pop(name, None)
                 self.wfile.write(body if cut is None else body[:cut])
                 self.close_connection = cut is not None
+
+            def stream(self, length, chunks):
+                self.send_response(200)
+                if length is not None:
+                    self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    for chunk in chunks():
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                except OSError:  # the client gave up: what a hostile server sees
+                    pass
 
             def log_message(self, *args):
                 pass
@@ -98,8 +116,11 @@ def zipped(folder: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory) -> dict[str, bytes]:
+    return make_archives(tmp_path_factory.mktemp("made"))
+
+
+def make_archives(root: Path) -> dict[str, bytes]:
     """The three archives in their official formats, at toy size."""
-    root = tmp_path_factory.mktemp("made")
     rng = np.random.default_rng(0)
     cifar = write_cifar10(root / "cifar-10-batches-py", rng, 8, 6)
     tiny = tiny_imagenet_tree(root, WNIDS3, train_per_class=2)

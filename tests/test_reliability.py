@@ -167,12 +167,16 @@ BAD_INPUTS = [
     (["trainer.device=tpu"], ["trainer.device='tpu'", "auto, cpu or cuda"]),
     (
         ["dataset=cifar10", "paths.data_dir=nowhere"],
-        ["cifar10 not found", "'nowhere'", "paths.data_dir", "fetch_data.py cifar10"],
+        ["cifar10 not found", "'nowhere'", "paths.data_dir", "lerac-fetch cifar10"],
     ),
     (
         ["+model.pretrained=someone/missing-model"],
-        ["model.pretrained='someone/missing-model'", "HF_HUB_OFFLINE", "huggingface-cli download"],
+        ["model.pretrained='someone/missing-model'", "HF_HUB_OFFLINE", "hf download someone"],
     ),
+    (["model.width=0"], ["model.width=0", "positive integer"]),
+    (["tag=../../escaped"], ["tag='../../escaped'", "may not hold /"]),
+    (["dataset=nonexist"], ["dataset=nonexist is not an option", "digits"]),
+    (["trainer.max_epoch=3"], ["did you mean trainer.max_epochs?"]),
 ]
 
 

@@ -14,6 +14,7 @@ from lerac.engine.regimes import Conventional, LearningRateCurriculum
 from lerac.engine.schedules import ReduceOnPlateau
 from lerac.engine.settings import TrainerSettings
 from lerac.engine.store import RunStore
+from lerac.errors import ConfigError
 from lerac.suite import plots
 from lerac.suite.data.digits import load_digits
 from lerac.suite.train import train
@@ -140,11 +141,14 @@ def test_completed_runs_are_skipped_unless_overwritten(tmp_path, lerac_run):
         assert "lerac.suite.models.resnet" in text and "lerac.engine.regimes" in text
         saved.write_text(text.replace("lerac.suite.", "lerac.").replace("lerac.engine.", "lerac."))
         assert train(compose_config(overrides), tmp_path / "run") == marked
-    with pytest.warns(UserWarning, match=r"other settings \(optimizer.momentum\)"):
-        assert (
-            train(compose_config(overrides + ["optimizer.momentum=0.5"]), tmp_path / "run")
-            == marked
-        )
+    # Other settings under the same key: an error naming them and the fixes, nothing trained.
+    for other, key in (
+        (["optimizer.momentum=0.5"], "optimizer.momentum"),
+        (["dataset.split_seed=3"], "dataset.split_seed"),
+    ):
+        with pytest.raises(ConfigError, match=rf"other settings \({key}\); .*tag=.*overwrite=true"):
+            train(compose_config(overrides + other), tmp_path / "run")
+        assert json.loads(metrics_file.read_text()) == marked
     retrained = train(compose_config(overrides + ["overwrite=true"]), tmp_path / "run")
     assert "marker" not in retrained and "marker" not in json.loads(metrics_file.read_text())
     assert retrained["test_acc"] == first["test_acc"]  # the same settings, the same result

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from lerac.engine.io import load_torch, remove_temporaries, save_torch
-from lerac.errors import LeRaCError
+from lerac.errors import LeRaCError, first_line
 
 CHECKPOINT = "checkpoint.pt"
 log = logging.getLogger("lerac")
@@ -67,8 +67,8 @@ class Checkpoint(NoCheckpoint):
             state = load_torch(self.path)
         except Exception as err:
             raise LeRaCError(
-                f"{self.path} cannot be read ({type(err).__name__}: {err}); delete it to "
-                "train the run from the start (or run again with overwrite=true)"
+                f"{self.path} cannot be read ({type(err).__name__}: {first_line(err)}); "
+                "delete it to train the run from the start (or run again with overwrite=true)"
             ) from err
         if state.get("version") != VERSION:
             raise LeRaCError(

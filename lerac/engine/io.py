@@ -14,6 +14,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,8 +30,30 @@ TMP_SUFFIX = ".tmp"
 
 
 def temporary_name(path: Path) -> Path:
-    """A temporary name beside ``path`` that no other process or thread uses."""
-    return path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}")
+    """A temporary name beside ``path`` that no other process or thread uses; it names the
+    writer (``<name>.<pid>-<thread>@<host>.tmp``) so its leftovers can be told stale."""
+    writer = f"{os.getpid()}-{threading.get_ident()}@{socket.gethostname()}"
+    return path.with_name(f"{path.name}.{writer}{TMP_SUFFIX}")
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete the temporary files in ``folder`` whose writer, a process of this machine,
+    is gone (killed before its rename); a live writer's, or another machine's, stay."""
+    host = socket.gethostname()
+    for leftover in Path(folder).glob(f"*{TMP_SUFFIX}"):
+        writer = re.search(rf"\.(\d+)-\d+@(.+){re.escape(TMP_SUFFIX)}$", leftover.name)
+        if writer and writer[2] == host and not process_alive(int(writer[1])):
+            leftover.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @contextmanager
@@ -102,6 +126,8 @@ def cached(file: str | Path, build: Callable[[], Any], what: str = "data") -> An
         log.info("%s from cache %s", what, file)
         return load_torch(file)
     log.info("building %s into cache %s", what, file)
+    if file.parent.is_dir():
+        remove_stale_temporaries(file.parent)  # a killed build's half-written caches
     data = build()
     save_torch(file, data)
     return data

@@ -18,12 +18,22 @@ from lerac.engine.store import run_key
 from lerac.suite.config import CONF_DIR
 from lerac.suite.gpus import gpu_for_job
 from lerac.suite.recipes import released_value
+from lerac.suite.validate import check_key_part
+
+
+def checked_run_key(dataset: str, model: str, regime: str, seed: int, tag: str = "") -> str:
+    """``run_key`` for Hydra's run folder, refusing a part that would make it a path
+    (``tag=../../x``) before Hydra creates the folder."""
+    for key, value in (("dataset.id", dataset), ("model.id", model), ("regime.id", regime)):
+        check_key_part(key, value)
+    check_key_part("tag", tag)
+    return run_key(dataset, model, regime, seed, tag)
 
 
 def register_resolvers() -> None:
     """Register the suite's resolvers (idempotent)."""
     for name, resolver in (
-        ("run_key", run_key),
+        ("run_key", checked_run_key),
         ("released", released_value),
         ("lerac_gpu", gpu_for_job),
     ):

@@ -2,7 +2,8 @@
 
 Each family has a reader that counts what its folder holds with the data loaders' own
 helpers (:mod:`lerac.suite.data`), without decoding images or audio: CIFAR's pickle batches
-are unpickled (a truncated batch does not unpickle), Tiny ImageNet's and ImageNet's class
+are unpickled by the loader's restricted unpickler (a truncated batch does not unpickle,
+one that names a function outside the format is refused), Tiny ImageNet's and ImageNet's class
 folders and Tiny ImageNet's val annotations are listed, ESC-50's and CREMA-D's clips are
 listed by name, text splits are read by the text loader's reader, and a checkpoint's
 weight file is checked against its own header (safetensors) or zip directory (torch).
@@ -16,7 +17,7 @@ otherwise.
 from __future__ import annotations
 
 import json
-import pickle
+import math
 import struct
 import zipfile
 from collections import Counter
@@ -67,7 +68,7 @@ class Report:
 
 
 def count_cifar(folder: Path, source: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
-    from lerac.suite.data.cifar import variant_of
+    from lerac.suite.data.cifar import read_batch, variant_of
 
     spec = variant_of(source["variant"])
     counts, problems = {"train": 0, "test": 0}, []
@@ -76,10 +77,11 @@ def count_cifar(folder: Path, source: Mapping[str, Any]) -> tuple[dict[str, int]
         raise Absent
     for split, name in files:
         try:
-            with open(folder / name, "rb") as f:
-                counts[split] += len(pickle.load(f, encoding="latin1")[spec.label_key])
+            counts[split] += len(read_batch(folder / name)[spec.label_key])
         except FileNotFoundError:
             problems.append(f"{name} is missing")
+        except LeRaCError as err:  # a file that asks to run code: refused, said why
+            problems.append(str(err))
         except Exception as err:  # a truncated pickle raises EOFError, UnpicklingError, ...
             problems.append(f"{name} cannot be read ({type(err).__name__}: truncated?)")
     return counts, problems
@@ -107,15 +109,16 @@ def count_tiny_imagenet(folder: Path, _: Mapping[str, Any]) -> tuple[dict[str, i
 
 
 def count_esc50(folder: Path, _: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
-    from lerac.suite.data.esc50 import read_meta
+    from lerac.suite.data.esc50 import clip_paths, read_meta
 
     if not (folder / "meta" / "esc50.csv").is_file():
         raise Absent
     try:
         rows = read_meta(folder)
+        paths = clip_paths(folder, rows)
     except LeRaCError as err:
         return {}, [str(err)]
-    present = [r for r in rows if _nonempty(folder / "audio" / r["filename"])]
+    present = [r for r, p in zip(rows, paths) if _nonempty(p)]
     folds = Counter(int(r["fold"]) for r in present)
     counts = {"clips": len(present), **{f"fold{k}": folds[k] for k in range(1, 6)}}
     lost = len(rows) - len(present)
@@ -203,13 +206,39 @@ def weight_file_problem(file: Path) -> str | None:
                 header = json.loads(f.read(length))
             except ValueError:
                 return "is truncated (its header does not parse)"
-        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        tensors = [v for k, v in header.items() if k != "__metadata__"]
+        bad = next((t for t in tensors if not _consistent(t)), None)
+        if bad is not None:
+            return f"has a header that no loader reads ({str(bad)[:80]})"
+        ends = [t["data_offsets"][1] for t in tensors]
         return None if 8 + length + max(ends, default=0) <= size else "is truncated"
     try:
-        with zipfile.ZipFile(file):  # torch.save writes a zip: its directory is at the end
-            return None
+        with zipfile.ZipFile(file) as z:  # torch.save writes a zip: its directory at the end
+            pickled = any(n.endswith("/data.pkl") or n == "data.pkl" for n in z.namelist())
+            return None if pickled else "is not a torch checkpoint (no data.pkl)"
     except zipfile.BadZipFile:
         return "is truncated or not a torch checkpoint"
+
+
+# Bytes per element of each safetensors dtype (the format's own list); the sub-byte kinds
+# are packed, so only their name is checked.
+SAFETENSORS_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+                     "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8, "C64": 8,
+                     "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "F8_E4M3FNUZ": 1,
+                     "F8_E5M2FNUZ": 1}  # fmt: skip
+PACKED = ("F4", "F6_E2M3", "F6_E3M2")
+
+
+def _consistent(tensor: Any) -> bool:
+    """A safetensors header entry: a known dtype, and offsets that hold its shape."""
+    try:
+        start, end = tensor["data_offsets"]
+        if tensor["dtype"] in PACKED:
+            return 0 <= start <= end
+        count = math.prod(int(n) for n in tensor["shape"])
+        return end - start == count * SAFETENSORS_BYTES[tensor["dtype"]] and 0 <= start <= end
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _nonempty(path: Path) -> bool:

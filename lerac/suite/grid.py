@@ -3,6 +3,7 @@
     lerac-grid table2            # run every missing run, then the report
     lerac-grid table2 --dry      # list the runs and a GPU-hours estimate
     lerac-grid table2 --smoke    # every run, 2 batches, 2 epochs (k=1), own folder
+    lerac-grid table2 --smoke --synthetic   # the same on small synthetic data
     lerac-grid demo hydra/launcher=submitit_local   # any Hydra launcher
     lerac-grid controls --block digits trainer.device=cpu   # one block only
 
@@ -14,6 +15,8 @@ under ``grid.blocks``. A block lists only what differs from the main params (Hyd
 command-line sweeps replace the file's params key by key) and runs as one more multirun
 of the same experiment. The table is the union of the main block and its blocks.
 
+Before any run starts, the data they read is checked once (``lerac-fetch --check``): a
+missing set stops the grid with one line naming it and the command that fetches it.
 The grid sends only the runs whose metrics.json does not say completed to the launcher
 (``hydra/launcher=...``, one multirun for every selected block), so running a table
 again after a crash or a preemption costs nothing for the finished runs; an unfinished
@@ -40,13 +43,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lerac.engine.store import read_metrics, run_group, run_key
-from lerac.errors import ConfigError
+from lerac.errors import ConfigError, first_line, one_line
 from lerac.suite.compose import register_resolvers
 from lerac.suite.config import CONF_DIR, REPO, RESULTS_DIR
+from lerac.suite.overrides import explain
 from lerac.suite.protocol import resolve_protocol
 
 BENCHMARK = RESULTS_DIR / "benchmark.json"
 MAIN = "main"
+# Models that read a pre-trained checkpoint, and its name in lerac/suite/sources.yaml.
+WEIGHTS = {"cvt13_pretrained": "cvt-13", "bert_large": "bert-large-uncased"}
 # Overrides SMOKE=1 adds: the whole grid at two batches per epoch and two epochs, with a
 # curriculum of one epoch (regime.k must stay below trainer.max_epochs), so every regime
 # runs its curriculum and what comes after it.
@@ -115,11 +121,13 @@ def load_experiment(name: str, overrides: Sequence[str] = ()) -> Experiment:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = _compose([f"experiment={name}", *overrides])
     except (HydraException, OmegaConfBaseException) as err:
-        options = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-        raise ConfigError(
-            f"experiment={name} does not compose ({str(err).splitlines()[0]}); "
-            f"experiments in conf/experiment: {', '.join(options)}"
-        ) from err
+        if getattr(err, "missing_cfg_file", None) == f"experiment/{name}":
+            options = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+            raise ConfigError(
+                f"experiment={name} does not compose ({first_line(err)}); "
+                f"experiments in conf/experiment: {', '.join(options)}"
+            ) from err
+        raise ConfigError(explain(err, [f"experiment={name}", *overrides], "train")) from err
     main = _strings(cfg.hydra.sweeper.params)
     if not main:
         raise ConfigError(
@@ -333,32 +341,60 @@ def estimate_hours(
     return (seconds / 3600 if seconds or not unknown else None), unknown
 
 
+def needed_data(runs: list[Run], sources: dict[str, Any]) -> list[str]:
+    """The data sets and checkpoints (sources.yaml names) the runs read, in order."""
+    names = (name for r in runs for name in (r.dataset, WEIGHTS.get(r.model)))
+    return list(dict.fromkeys(name for name in names if name in sources))
+
+
+def incomplete_data(names: list[str], data_dir: Path, sources: dict[str, Any]) -> list[str]:
+    """Those of ``names`` whose copy under ``data_dir`` is not complete (lerac-fetch --check)."""
+    from lerac.suite.datacheck import check
+    from lerac.suite.fetch import target
+
+    return [n for n in names if not check(n, sources[n], target(data_dir, sources[n])).complete]
+
+
+def how_to_fetch(names: list[str], sources: dict[str, Any], make: bool = False) -> str:
+    """The README's commands for ``names``: lerac-fetch (and ``make data``), and the
+    commands of those that need the user's own copy."""
+    from lerac.suite.fetch import manual
+
+    fetchable = " ".join(n for n in names if not manual(sources[n]))
+    how = [f"lerac-fetch {fetchable}"] if fetchable else []
+    if fetchable and make:
+        how = [f'{how[0]} (or make data DATASETS="{fetchable}")']
+    return "; ".join(how + [sources[n]["how"] for n in names if manual(sources[n])])
+
+
 def data_lines(runs: list[Run], data_dir: Path) -> list[str]:
     """Per block: which data sets and checkpoints are missing, and the command."""
-    from lerac.suite.datacheck import check
     from lerac.suite.fetch import load_sources
 
     sources = load_sources()
-    weights = {"cvt13_pretrained": "cvt-13", "bert_large": "bert-large-uncased"}
-    lines, states = [], {}
+    lines = []
     for block in dict.fromkeys(r.block for r in runs):
-        needed = dict.fromkeys(
-            name
-            for r in runs
-            if r.block == block
-            for name in (r.dataset, weights.get(r.model))
-            if name in sources
-        )
-        for name in needed:
-            if name not in states:
-                states[name] = check(name, sources[name], data_dir / sources[name]["target"])
-        absent = [n for n in needed if not states[n].complete]
+        needed = needed_data([r for r in runs if r.block == block], sources)
+        absent = incomplete_data(needed, data_dir, sources)
         if absent:
-            fetchable = [n for n in absent if sources[n]["kind"] not in ("manual", "imagenet")]
-            how = [f"lerac-fetch {' '.join(fetchable)}"] if fetchable else []
-            how += [sources[n]["how"] for n in absent if n not in fetchable]
-            lines.append(f"data [{block}]: {', '.join(absent)} not complete: {'; '.join(how)}")
+            how = how_to_fetch(absent, sources)
+            lines.append(f"data [{block}]: {', '.join(absent)} not complete: {how}")
     return lines
+
+
+def check_data(runs: list[Run], data_dir: Path) -> None:
+    """Before any run starts: every data set and checkpoint the runs read is complete
+    under ``data_dir``, else one error naming what is missing and how to get it."""
+    from lerac.suite.fetch import load_sources
+
+    sources = load_sources()
+    absent = incomplete_data(needed_data(runs, sources), data_dir, sources)
+    if absent:
+        raise ConfigError(
+            f"the grid reads data that is not complete under {data_dir}: {', '.join(absent)}; "
+            f"get it with {how_to_fetch(absent, sources, make=True)} (docs/data.md), or check "
+            "the set-up first on synthetic data: SMOKE=synthetic (--smoke --synthetic)"
+        )
 
 
 def summary_line(runs: list[Run], hours: float | None, gpu: str = "", how: str = "") -> str:
@@ -424,7 +460,10 @@ def submit(experiment: Experiment, runs: list[Run], overrides: Sequence[str]) ->
         try:
             results = launcher.launch([[name, *r.overrides, *extra] for r in runs], 0)
         except Exception as err:  # a job that died (killed, out of memory) stops the wait
-            print(f"error: the launcher stopped: {type(err).__name__}: {err}", file=sys.stderr)
+            print(
+                f"error: the launcher stopped: {type(err).__name__}: {one_line(err)}",
+                file=sys.stderr,
+            )
             return 1
     failed = [(r, res) for r, res in zip(runs, results) if res.status != JobStatus.COMPLETED]
     for run, res in failed:
@@ -466,12 +505,18 @@ def resumed(runs: list[Run]) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", help="conf/experiment/<name>.yaml, e.g. table2")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     parser.add_argument("--dry", action="store_true", help="list the runs; train nothing")
     parser.add_argument("--smoke", action="store_true", help="2 batches, 2 epochs, k=1, own dir")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="--smoke on small synthetic data (own dir)"
+    )
+    parser.add_argument(
+        "--no-data-check", action="store_true", help="start runs whose data is not complete"
+    )
     parser.add_argument("--block", action="append", help="only these blocks (main, ...)")
     parser.add_argument("--no-report", action="store_true", help="train only")
     parser.add_argument("--report-only", action="store_true", help="write the report only")
@@ -480,34 +525,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--utilisation", type=float, default=UTILISATION, help="of the GPU's peak, assumed"
     )
     args = parser.parse_intermixed_args(argv)
+    args.smoke = args.smoke or args.synthetic
+    return args
 
+
+def prepare(args: argparse.Namespace) -> tuple[Experiment, list[str], list[Run], list[str]]:
+    """The experiment (SMOKE's settings added), the overrides, its runs, the chosen blocks."""
+    overrides = list(args.overrides)
+    experiment = load_experiment(args.experiment, overrides)
+    if args.smoke:
+        overrides += [*SMOKE, f"paths.output_dir={experiment.output_dir}_smoke"]
+        experiment = smoke(load_experiment(args.experiment, overrides))
+    unknown = set(args.block or []) - set(experiment.blocks)
+    if unknown:
+        raise ConfigError(
+            f"--block {sorted(unknown)}: experiment={args.experiment} has blocks "
+            f"{list(experiment.blocks)}"
+        )
+    runs = enumerate_runs(experiment, overrides)
+    return experiment, overrides, runs, args.block or list(experiment.blocks)
+
+
+def ready_data(
+    args: argparse.Namespace, experiment: Experiment, todo: list[Run], overrides: list[str]
+) -> list[str]:
+    """The data the runs read, before any starts: written synthetic (``--synthetic``, under
+    ``<output_dir>/data``, the overrides pointing there) or checked complete."""
+    from lerac.suite.fetch import load_sources
+
+    if args.synthetic:
+        from lerac.suite.synthetic import write_synthetic
+
+        data_dir = (experiment.output_dir / "data").resolve()
+        written = write_synthetic(needed_data(todo, load_sources()), data_dir)
+        print(f"synthetic data: {len(written)} data sets and checkpoints in {data_dir}")
+        os.environ["LERAC_DATA_DIR"] = str(data_dir)  # where a model finds its checkpoint
+        return [*overrides, f"paths.data_dir={data_dir}"]
+    if not args.no_data_check:
+        check_data(todo, Path(experiment.cfg.paths.data_dir))
+    return overrides
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     from lerac.suite.report import write_experiment_report  # matplotlib and scipy: load late
 
-    overrides = list(args.overrides)
     try:
-        experiment = load_experiment(args.experiment, overrides)
-        if args.smoke:
-            overrides += [*SMOKE, f"paths.output_dir={experiment.output_dir}_smoke"]
-            experiment = smoke(load_experiment(args.experiment, overrides))
-        unknown = set(args.block or []) - set(experiment.blocks)
-        if unknown:
-            raise ConfigError(
-                f"--block {sorted(unknown)}: experiment={args.experiment} has blocks "
-                f"{list(experiment.blocks)}"
-            )
-        blocks = args.block or list(experiment.blocks)
-        runs = enumerate_runs(experiment, overrides)
+        experiment, overrides, runs, blocks = prepare(args)
         if args.dry:
             chosen = [r for r in runs if r.block in blocks]
             print(plan(experiment, chosen, overrides, args.gpu, args.utilisation))
             return 0
+        todo = [r for r in runs if r.block in blocks and not r.done]
+        if not args.report_only:
+            overrides = ready_data(args, experiment, todo, overrides)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
 
     status = 0
     if not args.report_only:
-        todo = [r for r in runs if r.block in blocks and not r.done]
         print(f"runs: {len(todo)} to run, {sum(r.done for r in runs)} completed (not sent)")
         status = submit(experiment, todo, overrides)
         runs = enumerate_runs(experiment, overrides)

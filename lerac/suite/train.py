@@ -4,7 +4,8 @@ Composes conf/train.yaml (groups model, dataset, regime, optimizer, logger, path
 builds each piece from its ``_target_``, trains, and leaves the run's files in
 ``paths.output_dir/<dataset>_<model>_<regime>[_<tag>]_seed<N>``. A run whose directory
 already holds a completed metrics.json is skipped, so an interrupted sweep can simply be
-started again (``overwrite=true`` retrains); a run stopped in the middle (killed,
+started again (``overwrite=true`` retrains; other settings under the same key are an
+error); a run stopped in the middle (killed,
 preempted, SIGTERM) resumes from its last epoch's checkpoint. The config is validated
 (lerac/suite/validate.py) before anything is built; a user error prints one ``error: ...`` line
 and exits 2, an interruption exits 3.
@@ -12,12 +13,12 @@ and exits 2, an interruption exits 3.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
 import sys
 import traceback
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lerac.engine.checkpoint import Checkpoint, StopSignals
+from lerac.engine.io import TMP_SUFFIX
 from lerac.engine.loop import FitResult, NoLogger, Trainer
 from lerac.engine.settings import TrainerSettings, flatten
 from lerac.engine.store import (
@@ -41,10 +43,18 @@ from lerac.engine.store import (
     run_group,
     run_key,
 )
-from lerac.errors import ConfigError, CorruptDataError, LeRaCError, RunInterrupted
+from lerac.errors import (
+    ConfigError,
+    CorruptDataError,
+    LeRaCError,
+    RunInterrupted,
+    first_line,
+    one_line,
+)
 from lerac.suite.build import build, build_data, build_model
 from lerac.suite.compose import register_resolvers
 from lerac.suite.config import CONF_DIR
+from lerac.suite.overrides import check_command_line
 from lerac.suite.protocol import ResolvedProtocol, resolve_protocol
 from lerac.suite.validate import validate
 
@@ -153,8 +163,9 @@ def read_data(cfg: DictConfig, store: RunStore) -> Any:
         while root.__cause__ is not None:
             root = root.__cause__
         raise CorruptDataError(
-            f"dataset={cfg.dataset.id} could not be read ({type(root).__name__}: {root}); a "
-            "file of it is damaged, partial or not in the expected format: fetch it again "
+            f"dataset={cfg.dataset.id} could not be read ({type(root).__name__}: "
+            f"{first_line(root)}); a file of it is damaged, partial or not in the expected "
+            "format: fetch it again "
             f"(paths.data_dir={cfg.paths.data_dir}; traceback in {store.dir / ERROR_LOG})"
         ) from err
 
@@ -214,18 +225,19 @@ def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = ()
 
 
 def completed_run(cfg: DictConfig, run_dir: str | Path, key: str) -> dict[str, Any] | None:
-    """The metrics of the run if it is already completed (and not to be overwritten)."""
+    """The metrics of the run if it is already completed (and not to be overwritten); a
+    completed run of other settings under the same key is an error, so a sweep's report
+    never mixes two experiments under one key."""
     previous = read_metrics(run_dir)
     if not (previous and previous.get("status") == "completed") or cfg.overwrite:
         return None
-    log.info("%s is already completed in %s; skipped (overwrite=true retrains)", key, run_dir)
     changed = config_changes(Path(run_dir) / CONFIG, cfg)
     if changed:
-        warnings.warn(
-            f"{key} was trained with other settings ({', '.join(changed)}); its results "
-            "stand. Give the variant a tag=... or retrain with overwrite=true",
-            stacklevel=3,
+        raise ConfigError(
+            f"{key} is already completed in {run_dir} with other settings ({', '.join(changed)});"
+            " give this variant its own key with tag=..., or retrain it there with overwrite=true"
         )
+    log.info("%s is already completed in %s; skipped (overwrite=true retrains)", key, run_dir)
     return previous
 
 
@@ -233,6 +245,7 @@ def open_run(cfg: DictConfig, store: RunStore) -> Checkpoint:
     """The run's checkpoint, after refusing one made with other settings; the config the
     run trains with is written beside it."""
     checkpoint = Checkpoint(store.dir)
+    remove_leftovers(store.dir)
     if cfg.overwrite:
         checkpoint.prune()
     elif checkpoint.exists() and (changed := config_changes(store.dir / CONFIG, cfg)):
@@ -277,9 +290,13 @@ def record_failure(
     metrics.update(
         status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}"
     )
-    if not interrupted:
-        store.write_error(traceback.format_exc())
-    store.write_metrics(metrics)
+    try:  # on a full disk these writes fail too: the run's own error is the one to report
+        if not interrupted:
+            store.write_error(traceback.format_exc())
+        store.write_metrics(metrics)
+    except OSError as write_err:
+        if write_err.errno not in DISK_FULL:
+            raise
     logger.finish(metrics, failed=True)
 
 
@@ -300,6 +317,33 @@ def completed_metrics(result: FitResult, splits: Any) -> dict[str, Any]:
 
 
 _failed_runs: list[str] = []
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(err: OSError, run_dir: str | Path) -> str:
+    where = f" while writing {err.filename}" if err.filename else ""
+    return (
+        f"no space left on the device{where}; the run keeps its last finished epoch's "
+        f"checkpoint in {run_dir}: free space and run the same command to resume"
+    )
+
+
+def inside_output_dir(cfg: DictConfig, run_dir: str | Path) -> None:
+    """A run's folder lies inside ``paths.output_dir``, whatever the overrides say."""
+    output = Path(cfg.paths.output_dir).resolve()
+    if not Path(run_dir).resolve().is_relative_to(output):
+        raise ConfigError(
+            f"the run's folder {run_dir} lies outside paths.output_dir={cfg.paths.output_dir}; "
+            "choose where runs go with paths.output_dir, not hydra.run.dir or hydra.sweep.dir"
+        )
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Temporary files a killed process left in the run's folder (its lock is held, so no
+    other process writes there now)."""
+    for leftover in run_dir.glob(f"*{TMP_SUFFIX}"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 def job(cfg: DictConfig) -> None:
@@ -308,13 +352,18 @@ def job(cfg: DictConfig) -> None:
     A module-level function of an imported module: a launcher that pickles its task
     (submitit) sends a reference to ``lerac.suite.train.job``, never the function's globals."""
     hydra = HydraConfig.get()
+    run_dir = hydra.runtime.output_dir
     try:
+        inside_output_dir(cfg, run_dir)
         # The job's own overrides (command line, sweep or grid cell): the protocol gives way.
-        train(cfg, hydra.runtime.output_dir, overrides=list(hydra.overrides.task))
-    except LeRaCError as err:
+        train(cfg, run_dir, overrides=list(hydra.overrides.task))
+    except (LeRaCError, OSError) as err:
+        if isinstance(err, OSError) and err.errno not in DISK_FULL:
+            raise
         # A problem the user can fix: one line, no traceback; a sweep goes on.
-        print(f"error: {err}", file=sys.stderr)
-        _failed_runs.append(str(err))
+        message = one_line(disk_full(err, run_dir) if isinstance(err, OSError) else err)
+        print(f"error: {message}", file=sys.stderr)
+        _failed_runs.append(message)
     except RunInterrupted as err:
         # Preempted: the sweep stops here; the same command resumes where it stopped.
         print(
@@ -332,6 +381,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     _failed_runs.clear()  # main() may be called more than once in a process (tests)
+    try:
+        check_command_line(sys.argv[1:])  # a typo: one line, not Hydra's several
+    except LeRaCError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     _hydra_main()
     if _failed_runs:
         sys.exit(EXIT_USER_ERROR)

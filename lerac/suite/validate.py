@@ -28,6 +28,9 @@ from lerac.engine.settings import (
 from lerac.errors import ConfigError
 
 NUMPY_SEEDS = 2**32  # np.random.seed takes 0 .. 2**32 - 1
+# A model's sizes (conf/model/*.yaml): zero or less builds a model that fails in its first step.
+MODEL_SIZES = ("width", "width_per_group", "num_layers", "hidden_size", "embedding_dim",
+               "fc_size", "dim", "dim_head", "heads", "mlp_dim")  # fmt: skip
 
 
 RULES = (
@@ -48,7 +51,20 @@ RULES = (
     Rule("schedule.min_lr_ratio", float, lambda v: 0 <= v < 1, "in [0, 1)", "0.0"),
     Rule("dataset.*_fraction", float, open_unit, "a fraction in (0, 1)", "0.1"),
     Rule("dataset.split_seed", int, lambda v: 0 <= v < NUMPY_SEEDS, "from 0 to 2**32 - 1", "0"),
+    *(Rule(f"model.{key}", int, positive, "a positive integer", "64") for key in MODEL_SIZES),
 )
+
+
+def check_key_part(key: str, value: Any) -> None:
+    """A part of a run's folder name (``tag``, a group's ``id``) must not make it a path:
+    no ``/``, ``\\``, ``..`` alone or control characters, so a run never lands outside
+    ``paths.output_dir``."""
+    text = str(value)
+    if "/" in text or "\\" in text or text in (".", "..") or any(ord(c) < 32 for c in text):
+        raise ConfigError(
+            f"{key}={text!r} is not valid: it becomes part of the run's folder name, so it may "
+            f"not hold / or \\ (e.g. {key}=adam_lr0.01)"
+        )
 
 
 def check_relations(values: dict[str, Any]) -> None:
@@ -97,17 +113,25 @@ def check_data_dir(cfg: DictConfig) -> None:
                     f"dataset={cfg.dataset.id} not found: dataset.{key}={str(folder)!r} "
                     f"(paths.data_dir={cfg.paths.data_dir!r}) is not a folder; point "
                     "paths.data_dir (or LERAC_DATA_DIR) at the folder holding the data, or "
-                    f"fetch it: python scripts/fetch_data.py {cfg.dataset.id} --data-dir "
-                    f"{cfg.paths.data_dir}"
+                    f"fetch it: lerac-fetch {cfg.dataset.id} --data-dir {cfg.paths.data_dir} "
+                    f"(or make data DATASETS={cfg.dataset.id})"
                 )
 
 
 def check_pretrained(cfg: DictConfig) -> None:
-    """``model.pretrained``: a local folder, or a hub id the cache holds when offline."""
+    """``model.pretrained``: a local folder, a hub id lerac-fetch fetched, or a hub id the
+    cache holds when offline."""
+    from lerac.suite.models.hub import (
+        PretrainedUnavailable,
+        how_to_get,
+        hub_offline,
+        local_copy,
+        looks_like_hub_id,
+    )
+
     source = cfg.model.get("pretrained")
-    if not source or not isinstance(source, str) or Path(source).expanduser().is_dir():
+    if not source or not isinstance(source, str) or local_copy(source):
         return
-    from lerac.suite.models.hub import PretrainedUnavailable, hub_offline, looks_like_hub_id
 
     if not looks_like_hub_id(source):
         raise PretrainedUnavailable(
@@ -119,12 +143,9 @@ def check_pretrained(cfg: DictConfig) -> None:
     from huggingface_hub import try_to_load_from_cache
 
     if not isinstance(try_to_load_from_cache(source, "config.json"), str):
-        name = source.split("/")[-1]
         raise PretrainedUnavailable(
-            f"model.pretrained={source!r} is not in the HuggingFace cache and HF_HUB_OFFLINE "
-            f"is set; on a machine with network access run `huggingface-cli download {source} "
-            f"--local-dir weights/{name}`, copy the folder here and set "
-            f"model.pretrained=weights/{name}"
+            f"model.pretrained={source!r} is neither fetched nor in the HuggingFace cache and "
+            f"HF_HUB_OFFLINE is set; {how_to_get(source)}"
         )
 
 
@@ -136,6 +157,8 @@ def validate(cfg: DictConfig) -> None:
     except OmegaConfBaseException as err:
         raise ConfigError(f"the config does not resolve: {err}".replace("\n", "; ")) from None
     check_values(values, RULES)
+    for key in ("dataset.id", "model.id", "regime.id", "tag"):
+        check_key_part(key, values.get(key, ""))
     check_relations(values)
     check_modality(cfg)
     check_data_dir(cfg)

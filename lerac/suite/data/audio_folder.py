@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from lerac.engine.batches import Splits
-from lerac.errors import ConfigError, DataNotFoundError
+from lerac.errors import ConfigError, DataNotFoundError, first_line
 from lerac.suite.data.audio import Clips, audio_splits
 from lerac.suite.data.base import hold_out
 from lerac.suite.data.spectrogram import AUDIO_SUFFIXES, AudioDecodeError, SpectrogramSettings
@@ -60,7 +60,8 @@ def probe(files: list[Path]) -> list[tuple[int, float]]:
             meta = soundfile.info(str(file))
         except Exception as err:  # libsndfile's errors have several types across versions
             raise AudioDecodeError(
-                f"could not decode {file} ({err}); replace or remove the file (wav, flac or ogg)"
+                f"could not decode {file} ({first_line(err)}); replace or remove the file "
+                "(wav, flac or ogg)"
             ) from err
         info.append((meta.samplerate, meta.frames / meta.samplerate))
     return info

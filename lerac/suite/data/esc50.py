@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from lerac.engine.batches import Splits
-from lerac.errors import ConfigError, DataNotFoundError
+from lerac.errors import ConfigError, CorruptDataError, DataNotFoundError
 from lerac.suite.data.audio import Clips, audio_splits, group_split
 from lerac.suite.data.spectrogram import SpectrogramSettings
 
@@ -35,12 +35,40 @@ def read_meta(root: Path) -> list[dict[str, str]]:
             f"(or unzip its archive) so that {root} holds audio/ and meta/esc50.csv, or point "
             "dataset.path at that folder"
         )
-    with open(meta, newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = {"filename", "fold", "target", "src_file"} - set(rows[0] if rows else {})
+    try:
+        with open(meta, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows, columns = list(reader), set(reader.fieldnames or ())
+    except UnicodeDecodeError as err:
+        raise CorruptDataError(
+            f"{meta} is not UTF-8 text ({err.reason} at byte {err.start}), as the official file "
+            "is; fetch it again (lerac-fetch esc50 --force) or save it as UTF-8"
+        ) from err
+    missing = {"filename", "fold", "target", "src_file"} - columns
     if missing:
-        raise DataNotFoundError(f"{meta} lacks the columns {sorted(missing)} of the official file")
+        raise CorruptDataError(f"{meta} lacks the columns {sorted(missing)} of the official file")
+    if not rows:
+        raise CorruptDataError(f"{meta} holds a header but no rows; fetch it again")
     return rows
+
+
+def clip_paths(root: Path, rows: list[dict[str, str]]) -> list[Path]:
+    """Each row's clip, ``root/audio/<filename>``; a name that leaves that folder (absolute,
+    with a folder or ``..`` in it, or a link that points out) is an error."""
+    audio = root / "audio"
+    inside = audio.resolve()
+    paths = []
+    for row in rows:
+        name = row["filename"] or ""
+        path = audio / name
+        plain = name not in ("", ".", "..") and "/" not in name and "\\" not in name
+        if not (plain and path.resolve().is_relative_to(inside)):
+            raise CorruptDataError(
+                f"{root / 'meta' / 'esc50.csv'} names the clip {name!r}, which is not a file of "
+                f"{audio}: the official file lists plain names; fetch it again"
+            )
+        paths.append(path)
+    return paths
 
 
 def load_esc50(
@@ -56,7 +84,7 @@ def load_esc50(
         raise ConfigError(f"dataset.fold={fold} is not an ESC-50 fold: choose 1, 2, 3, 4 or 5")
     root = Path(path)
     rows = read_meta(root)
-    clips = Clips([root / "audio" / r["filename"] for r in rows], [int(r["target"]) for r in rows])
+    clips = Clips(clip_paths(root, rows), [int(r["target"]) for r in rows])
     absent = [p for p in clips.paths if not p.is_file()]
     if absent:
         raise DataNotFoundError(

@@ -14,6 +14,8 @@ like CIFAR, normalized with the training images' mean/std.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from lerac.suite.data.images import (
 )
 
 LAYOUT = "DIR/train/<class>/*, DIR/test/<class>/* and optionally DIR/val/<class>/*"
+log = logging.getLogger("lerac")
 
 
 def class_folders(split: Path) -> list[str]:
@@ -78,6 +81,13 @@ def same_class_folders(root: Path, names: list[str]) -> list[str]:
                 f"{root / name} and {root / 'train'} must have the same class folders: "
                 f"missing in {name}: {only_train or 'none'}; not in train: {only_here or 'none'}"
             )
+    if len(classes["train"]) == 1:
+        message = (
+            f"{root / 'train'} holds one class folder ({classes['train'][0]}): every prediction "
+            "is that class, so accuracy is 100% by construction; add a folder per class"
+        )
+        log.warning(message)
+        warnings.warn(message, stacklevel=2)
     return classes["train"]
 
 

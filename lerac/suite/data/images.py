@@ -2,7 +2,11 @@
 (Tiny ImageNet, ImageNet-200, image folders).
 
 Pillow decodes any format it knows; grayscale, palette and RGBA images are converted to
-the requested channel count. Images can be resized (shorter side to ``resize``) and
+the requested channel count. Images of more than 8 bits are scaled by their bit depth, not
+clipped: 16-bit grey (Pillow's ``I;16`` modes) by 255/65535, 32-bit integer (``I``) by
+its bits per sample, and float images (``F``) are read as 0 to 1 (values outside are
+clipped). Pillow itself decodes 16-bit RGB and RGBA (PNG, TIFF) to 8 bits per channel.
+Images can be resized (shorter side to ``resize``) and
 center-cropped to ``size`` x ``size``. A file that does not decode ends the run with its
 path named. :func:`cached_images` keeps a decoded data set in one tensor file under
 ``paths.cache_dir``, keyed by the files' names, sizes and modification times and by the
@@ -21,9 +25,10 @@ import torch
 from torch import Tensor
 
 from lerac.engine.io import cache_key, cached
-from lerac.errors import ConfigError, LeRaCError
+from lerac.errors import ConfigError, LeRaCError, first_line
 
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
+DECODING = 2  # in every cache key: 2 scales images of more than 8 bits by their depth
 
 
 class ImageDecodeError(LeRaCError):
@@ -57,17 +62,41 @@ def read_image(
 
     try:
         with Image.open(path) as image:
-            image = image.convert(MODES[channels])
+            image = to_8bit(image).convert(MODES[channels])
             if size is not None:
                 image = fit(image, size, resize or size)
     except (OSError, ValueError, SyntaxError) as err:  # Pillow's errors for broken files
         raise ImageDecodeError(
-            f"{path} could not be decoded as an image ({err}); remove or replace it"
+            f"{path} could not be decoded as an image ({first_line(err)}); remove or replace it"
         ) from err
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def integer_bits(image) -> int:
+    """Bits per sample of an integer image of more than 8 bits."""
+    if image.mode.startswith("I;16"):
+        return 16
+    tags = getattr(image, "tag_v2", None)  # TIFF: BitsPerSample
+    if tags is not None and 258 in tags:
+        bits = tags[258]
+        return int(bits[0] if isinstance(bits, tuple) else bits)
+    return 16 if image.format == "PNG" else 32  # a PNG holds at most 16 bits
+
+
+def to_8bit(image):
+    """``image`` as 8 bits: a 16-bit, 32-bit or float grey image scaled by its depth
+    (float: 0 to 1) to an ``L`` image; other modes as they are."""
+    from PIL import Image
+
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    top = 1.0 if image.mode == "F" else float(2 ** integer_bits(image) - 1)
+    scaled = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, "L")
 
 
 def fit(image, size: int, resize: int):
@@ -92,7 +121,7 @@ def image_size_of(path: Path) -> tuple[int, int]:
             return image.size
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageDecodeError(
-            f"{path} could not be decoded as an image ({err}); remove or replace it"
+            f"{path} could not be decoded as an image ({first_line(err)}); remove or replace it"
         ) from err
 
 
@@ -122,5 +151,6 @@ def cached_images(
     build: Callable[[], dict[str, Tensor]],
 ) -> dict[str, Tensor]:
     """``build()``'s tensors, from ``cache_dir/<name>-<key>.pt`` when the key matches."""
-    file = Path(cache_dir) / f"{name}-{cache_key(settings, sources)}.pt"
+    key = cache_key({**settings, "decoding": DECODING}, sources)
+    file = Path(cache_dir) / f"{name}-{key}.pt"
     return cached(file, build, f"decoded {name} images")

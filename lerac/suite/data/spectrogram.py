@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from lerac.engine.io import cache_key, cached
-from lerac.errors import ConfigError, LeRaCError
+from lerac.errors import ConfigError, LeRaCError, first_line
 
 log = logging.getLogger("lerac")
 STORAGE = {"float16": torch.float16, "uint8": torch.uint8}
@@ -94,7 +94,8 @@ def read_audio(path: str | Path, sample_rate: int) -> Tensor:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # libsndfile's errors have several types across versions
         raise AudioDecodeError(
-            f"could not decode {path} ({err}); replace or remove the file (wav, flac or ogg)"
+            f"could not decode {path} ({first_line(err)}); replace or remove the file "
+            "(wav, flac or ogg)"
         ) from err
     if data.shape[0] == 0:
         raise AudioDecodeError(f"{path} holds no samples; replace or remove the file")

@@ -24,9 +24,11 @@ max length, validation split), so every seed and regime reuses them.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ import torch
 
 from lerac.engine.batches import Splits
 from lerac.engine.io import cache_key, cached
-from lerac.errors import ConfigError, DataNotFoundError
+from lerac.errors import ConfigError, DataNotFoundError, first_line
 from lerac.suite.data.base import hold_out, text_input
 from lerac.suite.data.tokenize import make_tokenizer, to_tensors, token_lengths, trim_padding
 from lerac.suite.models.hub import hub_offline
@@ -151,17 +153,59 @@ def read_local(found: dict[str, list[Path]], cache_dir: Path) -> dict[str, Any]:
         options: dict[str, Any] = {}
         if ext == "tsv":
             options = {"sep": "\t", "quoting": 3}  # GLUE's TSVs: no quoting, quotes are text
+        for path in paths:
+            check_rows(path, ext)
         try:
-            tables[split] = datasets.load_dataset(
-                FORMATS[ext],
-                data_files=[str(p) for p in paths],
-                split="train",
-                cache_dir=str(cache_dir / "hf_datasets"),
-                **options,
-            )
-        except Exception as err:  # a malformed file: name it
-            raise ConfigError(f"cannot read {', '.join(map(str, paths))}: {err}") from err
+            with quiet_logger("datasets"):  # it logs the cause as well as raising it
+                tables[split] = datasets.load_dataset(
+                    FORMATS[ext],
+                    data_files=[str(p) for p in paths],
+                    split="train",
+                    cache_dir=str(cache_dir / "hf_datasets"),
+                    **options,
+                )
+        except Exception as err:  # a malformed file: name it and the cause
+            raise ConfigError(f"cannot read {', '.join(map(str, paths))}: {cause(err)}") from err
     return tables
+
+
+def check_rows(path: Path, ext: str) -> None:
+    """An empty file, or a csv/tsv with a header and no rows, named as such."""
+    problem = "is empty" if path.stat().st_size == 0 else None
+    if problem is None and ext in ("csv", "tsv"):
+        with open(path, "rb") as f:
+            lines = [line for line in itertools.islice(f, 50) if line.strip()]
+        problem = "holds a header but no rows" if len(lines) < 2 else None
+    if problem:
+        raise ConfigError(f"{path} {problem}: every split needs examples")
+
+
+def cause(err: BaseException) -> str:
+    """What a reader's error comes down to: text that is not UTF-8, or the first line of
+    the innermost cause (``datasets`` wraps it in "An error occurred while generating")."""
+    seen, chain = set(), []
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for link in chain:
+        if isinstance(link, UnicodeDecodeError):
+            return (
+                f"it is not UTF-8 text ({link.reason} at byte {link.start}); save it as UTF-8 "
+                "(e.g. iconv -f latin1 -t utf-8 FILE > NEW)"
+            )
+    return f"{type(chain[-1]).__name__}: {first_line(chain[-1])}"
+
+
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def read_hub(

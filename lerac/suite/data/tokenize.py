@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from lerac.engine.counters import on_host
-from lerac.errors import ConfigError
+from lerac.errors import ConfigError, first_line
 
 PAD, UNK, SEP = "[PAD]", "[UNK]", "[SEP]"
 LENGTHS = "lengths"  # per-example token counts, kept on the CPU by the loaders
@@ -161,7 +161,7 @@ def make_tokenizer(
     try:
         return KINDS[kind](**spec)
     except TypeError as err:
-        raise ConfigError(f"model.tokenizer ({kind}): {err}") from err
+        raise ConfigError(f"model.tokenizer ({kind}): {first_line(err)}") from err
 
 
 def to_tensors(encoded: dict[str, list[list[int]]], pad_id: int) -> dict[str, Tensor]:

@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from lerac.errors import ConfigError, LeRaCError
+from lerac.errors import ConfigError, LeRaCError, first_line
 
 # The published architectures of the paper's pre-trained checkpoints (their config.json on
 # the hub): CvT-13 is transformers' default CvtConfig; BERT-large has 24 layers of width 1024.
@@ -54,16 +54,15 @@ def from_pretrained(cls: Any, source: str, what: str = "weights", **kwargs: Any)
     source = str(source)
     if building_architecture_only() and hasattr(cls, "from_config"):
         return from_architecture(cls, source, **kwargs)
-    local = Path(source).expanduser()
-    if not local.is_dir() and looks_like_hub_id(source) and fetched_copy(source).is_dir():
-        local = fetched_copy(source)  # `lerac-fetch` put the hub id's files there
+    local = local_copy(source) or Path(source).expanduser()  # lerac-fetch's copy of a hub id
     if local.is_dir():
         try:
             return cls.from_pretrained(str(local), local_files_only=True, **kwargs)
-        except (OSError, ValueError) as err:
+        except Exception as err:  # safetensors, torch and transformers raise their own types
             raise PretrainedUnavailable(
-                f"{what} could not be loaded from the directory {local} ({_first_line(err)}); "
-                "write it with save_pretrained(...) so it holds config.json and the weights"
+                f"{what} could not be loaded from the directory {local} ({type(err).__name__}: "
+                f"{first_line(err)}); its files are damaged or do not belong together: fetch it "
+                "again (lerac-fetch NAME --force) or write it with save_pretrained(...)"
             ) from err
     if not looks_like_hub_id(source):
         raise PretrainedUnavailable(
@@ -78,18 +77,13 @@ def from_pretrained(cls: Any, source: str, what: str = "weights", **kwargs: Any)
         try:
             return cls.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as err:
-            reason = _first_line(err)
+            reason = first_line(err)
         except Exception as err:  # network layers raise their own types
-            reason = f"{type(err).__name__}: {_first_line(err)}"
+            reason = f"{type(err).__name__}: {first_line(err)}"
     else:
         reason = "HF_HUB_OFFLINE is set and the cache does not hold it"
     raise PretrainedUnavailable(
-        f"{what} '{source}' could not be loaded ({reason}). On a machine with network "
-        f'access run: python -c "from transformers import {cls.__name__} as C; '
-        f"C.from_pretrained('{source}').save_pretrained('weights/{source.split('/')[-1]}')\" "
-        f"(or `huggingface-cli download {source} --local-dir weights/"
-        f"{source.split('/')[-1]}`), copy that folder here and set "
-        f"model.pretrained=weights/{source.split('/')[-1]}"
+        f"{what} '{source}' could not be loaded ({reason}); {how_to_get(source)}"
     )
 
 
@@ -130,6 +124,28 @@ def from_architecture(cls: Any, source: str, **kwargs: Any) -> Any:
     return cls.from_config(config)
 
 
+def how_to_get(source: str) -> str:
+    """The fix for a hub id that is neither fetched nor cached, in one sentence."""
+    name = source.split("/")[-1]
+    return (
+        f"on a machine with network access run `hf download {source} --local-dir "
+        f"weights/{name}` (or `lerac-fetch {name}`, which puts it in <data>/weights/{name}, "
+        "where it is found offline, or write the folder with from_pretrained(...)."
+        f"save_pretrained(...)), copy that folder here and set model.pretrained=weights/{name}"
+    )
+
+
+def local_copy(source: str) -> Path | None:
+    """The folder a model source names on this machine: itself, or the copy ``lerac-fetch``
+    made of a hub id; None when there is neither."""
+    local = Path(source).expanduser()
+    if local.is_dir():
+        return local
+    if looks_like_hub_id(source) and fetched_copy(source).is_dir():
+        return fetched_copy(source)
+    return None
+
+
 def fetched_copy(source: str) -> Path:
     """Where ``lerac-fetch`` puts a hub id's files: ``<data>/weights/<name>``, with
     ``<data>`` the data folder (env LERAC_DATA_DIR, default ``data``, as paths.data_dir)."""
@@ -145,8 +161,3 @@ def looks_like_hub_id(source: str) -> bool:
     """``name`` or ``org/name``; anything else is meant as a local path."""
     parts = source.split("/")
     return len(parts) <= 2 and all(parts) and not source.startswith((".", "~"))
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
