@@ -1,52 +1,19 @@
-"""The fast path of the training loop: precision, memory layout, compilation and the
-fused optimizer update, all chosen by ``trainer.*`` settings.
-
-The trainer makes one :class:`Accelerator`; each piece acts where it is visible:
+"""The fast path of the training loop, chosen by ``trainer.*`` (docs/performance.md has
+every option and why):
 
     accel = Accelerator.from_settings(settings, device)
-    with accel.backend_flags():                  # cuDNN autotuning, restored afterwards
-        model = accel.prepare(model)             # layout and compile, in place
+    with accel.backend_flags():                  # cuDNN autotuning and TF32, restored after
+        model = accel.prepare(model)             # channels_last and compile, in place
         optimizer = accel.prepare_optimizer(optimizer)  # maybe a Fused<Optimizer>
-        with accel.autocast():                   # in the training step and evaluation
+        with accel.autocast():                   # bf16 in the step and evaluation
             logits = model(inputs)
-        loss = cross_entropy(logits.float(), targets)
 
-- ``trainer.precision``: ``fp32`` (default, the paper's numbers), ``tf32`` or ``bf16``.
-  ``bf16``: the forward runs under ``torch.autocast`` in bfloat16 and the trainer takes
-  float32 logits from it, so loss and metrics are computed in float32. Parameters and
-  optimizer state stay float32. bf16 needs no loss scaling; a model whose layers autocast
-  would run in float16 (cuDNN's RNNs) runs them outside autocast (the LSTM does).
-- TensorFloat-32 on CUDA, set per precision inside :meth:`Accelerator.backend_flags`:
-  ``fp32`` is IEEE float32 in matmuls and cuDNN convolutions/RNNs alike (PyTorch's own
-  defaults would run convolutions in TF32 and matmuls in float32); ``tf32`` keeps float32
-  storage and lets both use TF32 (Ampere and later: ~10 mantissa bits, much faster);
-  ``bf16`` allows TF32 for what stays float32 under autocast.
-- ``trainer.channels_last``: ``auto`` or ``true`` (on CUDA, for models with 2D
-  convolutions) or ``false``. cuDNN's convolutions are fastest in NHWC; the first
-  convolution then hands NHWC activations on, so inputs need no conversion. Never on CPU:
-  there torch 2.14.1 computes wrong weight gradients for NHWC 1x1 stride-2 convolutions
-  with few channels (ResNet-18's downsample at width 2-4; checked against float64).
-- On CUDA ``torch.backends.cudnn.benchmark`` is on inside :meth:`Accelerator.backend_flags`
-  (every run has a few fixed input shapes, so the autotuning pays off after the first
-  batches), except under ``trainer.deterministic``: autotuning may pick another algorithm
-  in a resumed process, so it stays off. The previous settings come back when the block
-  ends.
-- ``trainer.compile``: ``false``, ``true`` (torch.compile with inductor) or a dynamo
-  backend name (``aot_eager``, ``eager``: for debugging). The model compiles in place
-  (``nn.Module.compile``, so its state_dict keys stay the same) and so does the optimizer
-  update (lerac/engine/optim.py); rates reach the compiled update as a tensor, so LeRaC's
-  per-step rates cause no recompiles. Inputs of variable width (text) are padded to a
-  multiple of :data:`PAD_MULTIPLE` tokens per batch (:attr:`Accelerator.pad_multiple`), so
-  the compiler sees a few widths instead of one per batch, and Dynamo may keep up to
-  :data:`RECOMPILE_LIMIT` graphs per function (widths x train/eval x last batches).
-- ``trainer.fused_groups``: ``auto`` (default: on CUDA), ``true`` or ``false``: the
-  optimizer becomes its ``Fused`` subclass (lerac/engine/optim.py), whose step is one
-  multi-tensor update across all param groups, so LeRaC's one-group-per-layer costs no
-  more kernel launches than one group. On the CPU there are no launches to save and
-  PyTorch's own per-tensor step is faster (foreach ops there allocate their out-of-place
-  results), so ``auto`` keeps it. Under compile the update is always the fused one.
-  Optimizers without a fused update (or with options it does not cover) keep their own
-  step, with a warning.
+TF32 follows the precision (``fp32`` is IEEE float32 everywhere); autotuning stays off
+under ``trainer.deterministic``; channels_last acts on CUDA only (torch 2.14.1 computes
+wrong NHWC weight gradients on the CPU for small 1x1 stride-2 convolutions); under compile
+variable-width inputs are padded to :data:`PAD_MULTIPLE` tokens so the compiler sees a few
+widths, and rates reach the compiled update as tensors, so LeRaC's per-step rates cause
+no recompiles.
 """
 
 from __future__ import annotations
