@@ -14,8 +14,10 @@ not None``: the regime (rates during the curriculum; :class:`~lerac.engine.regim
 the schedule after it (reduce-on-plateau by default, paper 4.2), the store (the run's
 files; :class:`~lerac.engine.store.NoStore`), the logger (W&B; ``NoLogger``), the checkpoint
 (resume; :class:`~lerac.engine.checkpoint.NoCheckpoint`), the stop signals (SIGTERM/SIGUSR1/
-SIGUSR2 end the run at the next step boundary; :class:`~lerac.engine.checkpoint.NoStop`) and
-the :class:`~lerac.engine.accel.Accelerator` (precision, layout, compile, fused update).
+SIGUSR2 end the run at the next step boundary; :class:`~lerac.engine.checkpoint.NoStop`),
+the probes (every layer's maps and weights at initialisation and after chosen epochs;
+:class:`~lerac.engine.probes.NoProbes`) and the :class:`~lerac.engine.accel.Accelerator`
+(precision, layout, compile, fused update).
 
 The epoch with the best validation accuracy is restored and its test accuracy reported;
 test data never influences a choice.
@@ -37,6 +39,7 @@ from tqdm.auto import tqdm
 from lerac.engine.accel import Accelerator
 from lerac.engine.batches import Splits, TensorLoader
 from lerac.engine.checkpoint import NoCheckpoint, NoStop, rng_state, set_rng_state
+from lerac.engine.probes import NoProbes
 from lerac.engine.regimes import Conventional, Regime
 from lerac.engine.schedules import ReduceOnPlateau, Schedule
 from lerac.engine.settings import TrainerSettings
@@ -218,6 +221,7 @@ class Trainer:
         logger: NoLogger | None = None,
         checkpoint: NoCheckpoint | None = None,
         stop: NoStop | None = None,
+        probes: NoProbes | None = None,
         seed: int = 0,
         desc: str = "train",
     ) -> None:
@@ -228,6 +232,7 @@ class Trainer:
         self.logger = logger or NoLogger()
         self.checkpoint = checkpoint or NoCheckpoint()
         self.stop = stop or NoStop()
+        self.probes = probes or NoProbes()
         self.device = resolve_device(settings.device)
         self.accel = Accelerator.from_settings(settings, self.device)
 
@@ -248,6 +253,7 @@ class Trainer:
                 self.end_epoch(run, epoch, train_loss, train_acc, started)
                 if run.progress.stopped:
                     break
+            self.probes.finish(run.model)
             return self.test(run)
 
     def setup(self, model: nn.Module, splits: Splits, make_optimizer: Callable) -> Run:
@@ -274,6 +280,7 @@ class Trainer:
         progress = Progress(s.early_stopping_patience)
         run = Run(model, optimizer, layers, train_loader, val_loader, test_loader, progress)
         run.resumed_from = self.resume(run)
+        self.probes.start(run.model, splits, layers, self.device, run.progress.epoch)
         self.store.start(
             layers,
             optimizer,
@@ -356,6 +363,7 @@ class Trainer:
         if not self.regime.in_curriculum(run.progress.step):
             self.schedule.after_epoch(val_loss)
             run.progress.count_stale(improved)
+        self.probes.after_epoch(epoch, run.model)
         self.checkpoint.save(self.snapshot(run))
 
     def test(self, run: Run) -> FitResult:
@@ -378,7 +386,7 @@ class Trainer:
         )
 
     def snapshot(self, run: Run) -> dict[str, Any]:
-        parts = run.parts(self.regime, self.schedule)
+        parts = run.parts(self.regime, self.schedule) | {"probes": self.probes}
         return {name: part.state_dict() for name, part in parts.items()} | {"rng": rng_state()}
 
     def resume(self, run: Run) -> int:
@@ -388,5 +396,6 @@ class Trainer:
             return 0
         for name, part in run.parts(self.regime, self.schedule).items():
             part.load_state_dict(state[name])
+        self.probes.load_state_dict(state.get("probes", {}))
         set_rng_state(state["rng"])
         return run.progress.epoch

@@ -35,10 +35,11 @@ IMAGE_INPUTS = {
     "cifar10": (3, 32),
     "cifar100": (3, 32),
     "tiny_imagenet": (3, 64),
+    "fashion_mnist": (1, 28),
 }
 CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "tiny_imagenet": 200,
            "imagenet200": 200, "boolq": 2, "rte": 2, "qnli": 2, "crema_d": 6,
-           "esc50": 50}  # fmt: skip
+           "esc50": 50, "fashion_mnist": 10}  # fmt: skip
 # Published architectures of the pre-trained checkpoints (their config.json on the hub):
 # CvT-13 is transformers' default CvtConfig; BERT-large has 24 layers of width 1024.
 ARCHITECTURES = {

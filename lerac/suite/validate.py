@@ -25,6 +25,7 @@ from lerac.engine.settings import (
     open_unit,
     positive,
 )
+from lerac.engine.probes import PROBE_RULES
 from lerac.errors import ConfigError
 
 NUMPY_SEEDS = 2**32  # np.random.seed takes 0 .. 2**32 - 1
@@ -48,6 +49,10 @@ RULES = (
     Rule("schedule.min_lr_ratio", float, lambda v: 0 <= v < 1, "in [0, 1)", "0.0"),
     Rule("dataset.*_fraction", float, open_unit, "a fraction in (0, 1)", "0.1"),
     Rule("dataset.split_seed", int, lambda v: 0 <= v < NUMPY_SEEDS, "from 0 to 2**32 - 1", "0"),
+    Rule(
+        "dataset.train_examples", int, positive, "a positive count or null", "20000", nullable=True
+    ),
+    *PROBE_RULES,
 )
 
 
