@@ -264,6 +264,22 @@ def fetch_archive(name: str, source: dict[str, Any], data_dir: Path, args: Any) 
     return report
 
 
+def fetch_files(name: str, source: dict[str, Any], data_dir: Path, args: Any) -> Report:
+    """A data set released as separate files (``files``: url, checksum, size each): each
+    downloaded and verified into a staging folder, which is put in place once complete."""
+    files = source["files"]
+    need_space(data_dir / STAGING, sum(f.get("size") or 0 for f in files))
+    with staging(data_dir, name) as folder:
+        folder.mkdir(parents=True)
+        for file in files:
+            url, file_name = archive_url(file, args.mirror)
+            print(f"{name}: downloading {url}", flush=True)
+            dest = download(url, folder / file_name, args.retries, args.retry_wait,
+                            progress=not args.quiet)  # fmt: skip
+            verify(dest, file.get("checksum"), file.get("size"))
+        return place(name, source, folder, data_dir)
+
+
 def fetch_hub_dataset(name: str, source: dict[str, Any], data_dir: Path, args: Any) -> Report:
     import datasets
 
@@ -348,6 +364,7 @@ def fetch_linked(name: str, source: dict[str, Any], data_dir: Path, args: Any) -
 
 FETCHERS: dict[str, Callable[[str, dict[str, Any], Path, Any], Report]] = {
     "archive": fetch_archive,
+    "files": fetch_files,
     "hub_dataset": fetch_hub_dataset,
     "hub_model": fetch_hub_model,
     "imagenet": fetch_linked,

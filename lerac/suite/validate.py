@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lerac.curriculum import UPDATES
+from lerac.engine.probes import PROBE_RULES
 from lerac.engine.settings import (
     TRAINER_RULES,
     Rule,
@@ -25,7 +26,6 @@ from lerac.engine.settings import (
     open_unit,
     positive,
 )
-from lerac.engine.probes import PROBE_RULES
 from lerac.errors import ConfigError
 
 NUMPY_SEEDS = 2**32  # np.random.seed takes 0 .. 2**32 - 1
