@@ -34,6 +34,8 @@ from lerac.suite.train import main, train
 from tests.conftest import TINY, compose_config
 from tests.test_reliability import SIGNAL_AFTER_FIRST_CHECKPOINT, env
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Digits, 3 epochs of 3 steps, LeRaC over 2 epochs, deterministic, every layer probed.
 PROBED = TINY + [
     "trainer.max_epochs=3",
@@ -46,14 +48,6 @@ PROBED = TINY + [
     "analysis.examples=16",
     "analysis.batch_size=8",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
