@@ -5,6 +5,7 @@ ResNet-18 and of a timm model."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import signal
 import subprocess
@@ -259,3 +260,16 @@ def test_every_layer_of_a_timm_vit_is_probed_with_tokens_as_positions(tmp_path):
     assert at0["blocks.0.mlp.fc1"]["positions"] == "5" and at0["blocks.0.mlp.fc1"]["entropy"]
     assert at0["patch_embed.proj"]["positions"] == "4"  # the patch conv: 2x2 maps
     assert at0["head"]["entropy"] == ""  # the classifier's (batch, classes): no positions
+
+
+def test_wandb_gets_the_probes_table_and_heatmaps_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # make test disables W&B; this needs it
+    overrides = TINY + ["logger=wandb", "analysis=probes", "trainer.limit_train_batches=2"]
+    train(compose_config(overrides), tmp_path / "run")
+    (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    media = offline / "files" / "media"
+    assert list((media / "images").glob("probes_heatmaps_*.png"))
+    (table,) = (media / "table").glob("probes_*.table.json")
+    logged = json.loads(table.read_text())
+    assert logged["columns"] == FIELDS and len(logged["data"]) == 3 * 41  # epochs 0-2
+    assert (tmp_path / "run" / "probes.png").read_bytes()[:4] == b"\x89PNG"
