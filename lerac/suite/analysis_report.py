@@ -231,6 +231,24 @@ NOTES = (
 )
 
 
+def accuracy_lines(runs: list[Any]) -> list[str]:
+    """Test accuracy and best epoch, mean ± std over seeds, per (data set, regime)."""
+    from lerac.engine.store import read_metrics
+    from lerac.suite.report import mean_std
+
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        cells[(run.dataset, run.regime)].append(read_metrics(run.run_dir) or {})
+    table = []
+    for (dataset, regime), metrics in sorted(cells.items()):
+        acc = mean_std([float(m["test_acc"]) for m in metrics if "test_acc" in m])
+        best = [str(m.get("best_epoch", "?")) for m in metrics]
+        text = "–" if acc[0] is None else f"{acc[0]:.2f} ± {acc[1]:.2f}"
+        table.append([dataset, regime, len(metrics), text, ", ".join(best)])
+    head = ["data set", "regime", "seeds", "test accuracy (%)", "best epochs"]
+    return markdown_table(head, table)
+
+
 def write_tables(
     rows: list[dict[str, Any]], tables: Sequence[str], out: Path, source: str, one_file: bool
 ) -> list[Path]:
@@ -310,6 +328,7 @@ def write_report(
         f"{flag}{extra}` then `python -m lerac.suite.analysis_report{flag}{extra}`. Paper "
         "values: results/paper/table6.csv, table7.csv, table8.csv."
     )
+    source += "\n\n" + "\n".join(accuracy_lines(done))
     one_file = block != "main"
     out = results / (f"analysis_{block}" if one_file else "")
     written = write_tables(rows, tables, out, source, one_file)
