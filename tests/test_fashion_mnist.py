@@ -159,13 +159,15 @@ def test_the_dataset_group_composes_and_reads(tmp_path):
 # --- the analysis experiment -----------------------------------------------------------
 
 
-def test_dry_lists_the_analysis_runs_and_their_gpu_hours(capsys):
-    assert grid.main(["analysis", "--dry", "hydra.sweeper.params.regime=conventional"]) == 0
+def test_dry_lists_the_analysis_runs_and_their_gpu_hours(capsys, tmp_path):
+    out_dir = f"paths.output_dir={tmp_path}"
+    table6 = ["analysis", "--dry", "hydra.sweeper.params.regime=conventional", out_dir]
+    assert grid.main(table6) == 0
     out = capsys.readouterr().out
     runs = [line for line in out.splitlines() if line.startswith("missing")]
     assert len(runs) == 5 + 3 and all("conventional" in line for line in runs)  # Table 6
     assert "GPU-hours" in out.splitlines()[-1]
-    assert grid.main(["analysis", "--dry", "--block", "main"]) == 0
+    assert grid.main(["analysis", "--dry", "--block", "main", out_dir]) == 0
     out = capsys.readouterr().out
     assert sum(line.startswith("missing") for line in out.splitlines()) == 10
     assert "cifar10_resnet18_lerac_seed4" in out and "GPU-hours" in out
