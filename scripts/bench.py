@@ -193,6 +193,7 @@ def probe_cost(device: torch.device, size: dict) -> dict[str, Any]:
         "examples": PROBE_EXAMPLES,
         "probes_on_vs_off_step_ratio": round(on / off, 4),
         "steps_per_epoch": CIFAR10_STEPS,
+        "probe_share_of_epoch": round(probe / (CIFAR10_STEPS * off), 6),
         "probes_on_vs_off_epoch_ratio": round(
             (CIFAR10_STEPS * on + probe) / (CIFAR10_STEPS * off), 4
         ),
@@ -424,7 +425,12 @@ TABLE_KEYS = (
     "lerac_plain_step_vs_conventional_step_ratio_many_layers",
     "lerac_fused_update_vs_conventional_step_ratio_many_layers",
 )
-PROBE_KEYS = ("probes_on_vs_off_step_ratio", "probes_on_vs_off_epoch_ratio", "probe_ms_median")
+PROBE_KEYS = (
+    "probes_on_vs_off_step_ratio",
+    "probes_on_vs_off_epoch_ratio",
+    "probe_share_of_epoch",
+    "probe_ms_median",
+)
 
 
 def print_table(report: dict[str, Any]) -> None:
