@@ -14,12 +14,14 @@ import pytest
 import torch
 import yaml
 
-from lerac.errors import CorruptDataError, DataNotFoundError
+from lerac.errors import CorruptDataError, DataNotFoundError, LeRaCError
 from lerac.suite import analysis_report, fetch, grid
+from lerac.suite.analysis_plots import figure3
 from lerac.suite.data.fashion_mnist import load_fashion_mnist
 from lerac.suite.data.idx import read_idx
 from tests.conftest import compose_config
 from tests.test_fetch import Server
+from tests.vision_fixtures import write_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -199,3 +201,15 @@ def test_smoke_runs_the_cpu_block_and_reports_tables_6_to_8(tmp_path, capsys):
     rows = (report / "analysis_fashion_mnist.csv").read_text().splitlines()
     assert rows[0].startswith("table,dataset,model,regime,layer")
     assert any(r.startswith("7,fashion_mnist,resnet18,lerac,last_conv") for r in rows)
+    # Figure 3 from a folder of the user's images (colour, any size: made grey, 28 px).
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        write_image(tmp_path / "images" / f"photo{i}.png", rng, size=(50, 40))
+    runs = {g: tmp_path / "out_smoke" / f"fashion_mnist_resnet18_{g}_seed0"
+            for g in ("conventional", "lerac")}  # fmt: skip
+    out = figure3(runs, 1, tmp_path / "figure3.png", images=tmp_path / "images")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(LeRaCError, match="holds 4 image files; Figure 3 needs 5"):
+        figure3(runs, 1, tmp_path / "f.png", images=tmp_path / "images", count=5)
+    with pytest.raises(LeRaCError, match="model_epoch0002.pt does not exist"):
+        figure3(runs, 2, tmp_path / "f.png")
