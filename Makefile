@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SEEDS := 0,1,2,3,4
 TABLES := 2 3 4 5 9 10 11 12 13
+ANALYSIS_TABLES := 6 7 8
 # make reproduce-table2 DRY=1 (list, count, plan; GPU=h100|h200|a100 for the estimate) |
 # SMOKE=1 (2 batches, 2 epochs, k=1, own folder) | SMOKE=synthetic (the same on small
 # synthetic data in the real formats) | BLOCK=<name> (one block of the grid) |
@@ -16,8 +17,8 @@ GRID_FLAGS = $(if $(call truthy,$(DRY)),--dry) $(if $(call truthy,$(SMOKE)),--sm
 DATASETS ?= all
 
 .PHONY: install test test-wheels test-cluster lint docs demo bench data clean gpu-wheels \
-	reproduce-controls \
-	reproduce-protocol $(addprefix reproduce-table,$(TABLES))
+	reproduce-controls reproduce-protocol reproduce-analysis \
+	$(addprefix reproduce-table,$(TABLES) $(ANALYSIS_TABLES))
 
 install: $(VENV)/.installed
 
@@ -80,6 +81,22 @@ reproduce-controls: install
 reproduce-protocol: install
 	$(PY) -m lerac.suite.grid protocol $(GRID_FLAGS) $(ARGS)
 	$(if $(call truthy,$(DRY)),,$(PY) -m lerac.suite.protocol_report --block $(or $(BLOCK),main) $(ARGS))
+
+# The supplementary's evidence for why (docs/analysis.md): every layer probed during the runs
+# of experiment=analysis, then results/tableN.md and .csv beside the paper's values (Table 6:
+# the conventional runs only). reproduce-analysis: all three, the training pace and Figure 3
+# (results/figures/analysis_*.png; IMAGES=<folder>: Figure 3's images). BLOCK=fashion_mnist:
+# the CPU block, results/analysis_fashion_mnist.md.
+$(addprefix reproduce-table,$(ANALYSIS_TABLES)): reproduce-table%: install
+	$(PY) -m lerac.suite.grid analysis $(GRID_FLAGS) \
+		$(if $(filter 6,$*),hydra.sweeper.params.regime=conventional) $(ARGS)
+	$(if $(call truthy,$(DRY)),,$(PY) -m lerac.suite.analysis_report --tables $* \
+		$(if $(BLOCK),--block $(BLOCK)) $(if $(call truthy,$(SMOKE)),--smoke) $(ARGS))
+
+reproduce-analysis: install
+	$(PY) -m lerac.suite.grid analysis $(GRID_FLAGS) $(ARGS)
+	$(if $(call truthy,$(DRY)),,$(PY) -m lerac.suite.analysis_report $(if $(BLOCK),--block \
+		$(BLOCK)) $(if $(call truthy,$(SMOKE)),--smoke) $(if $(IMAGES),--images $(IMAGES)) $(ARGS))
 
 # Step-time ratios, loader speedup, throughput against the goals -> results/benchmark.json
 # (BENCH_QUICK=1: the quick size, under 10 minutes on 2 CPU cores).

@@ -12,10 +12,15 @@
   (``Splits.loaders``) against torchvision's CIFAR10 Dataset + ToTensor/Normalize +
   DataLoader over the same CIFAR-format files, per example, batches moved to the device.
 - ResNet-18 throughput (samples/s) and peak memory at 32x32, batch 64, per device found.
+- ``probes``: the cost of ``analysis=probes`` (lerac/engine/probes.py) on ResNet-18: training
+  steps with and without probes, interleaved (medians: the probes leave no hook in the
+  step), and one probe of every layer on 64 examples, as at the end of an epoch, against
+  a CIFAR-10 epoch of steps (45,000 / 64).
 
     python scripts/bench.py                      # full size (BENCH_QUICK=1: quick size)
     python scripts/bench.py --size test --out /tmp/b.json   # seconds, for the tests
     python scripts/bench.py --data-dir data      # real CIFAR-10 if present (else synthetic)
+    python scripts/bench.py --only probes --out results/bench_probes_cpu.json   # one part
 
 Sizes: ``full`` (30 timed steps per side, a 50k-example epoch), ``quick`` (8 steps, 10k
 examples; within 10 minutes on 2 CPU cores), ``test`` (tiny widths; seconds).
@@ -31,6 +36,7 @@ import pickle
 import platform
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -42,7 +48,9 @@ import torch
 from torch import nn
 
 from lerac.engine.accel import Accelerator
+from lerac.engine.batches import Splits
 from lerac.engine.loop import training_step
+from lerac.engine.probes import Probes
 from lerac.engine.rates import LearningRates
 from lerac.engine.regimes import Conventional, LearningRateCurriculum, Regime
 from lerac.layers import find_layers
@@ -148,6 +156,52 @@ def interleave(sides: dict[str, Side], batch, device, warmup: int, steps: int) -
             "param_groups": len(side.optimizer.param_groups),
         }
         for name, side in sides.items()
+    }
+
+
+PROBE_EXAMPLES = 64
+CIFAR10_STEPS = 45_000 // BATCH  # one epoch of CIFAR-10's training split at batch 64
+
+
+def probe_cost(device: torch.device, size: dict) -> dict[str, Any]:
+    """Conventional training steps with and without probes, interleaved, a probe (as at
+    the end of an epoch) after every third of the timed steps on the probed side."""
+    batch, side = random_batch(device, size), size.get("image", IMAGE)
+    resnet = lambda: ResNet18(CLASSES, 3, side, size["width"])  # noqa: E731
+    total = size["warmup"] + size["steps"]
+    sides = {n: make_side(resnet, Conventional(), batch, device, total) for n in ("off", "on")}
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(4 * PROBE_EXAMPLES, 3, side, side, generator=generator)
+    labels = torch.randint(0, CLASSES, (len(images),), generator=generator)
+    splits = Splits((images, labels), (images, labels), (images, labels), CLASSES)
+    model, every = sides["on"].model, max(1, size["steps"] // 3)
+    probe_times: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        probes = Probes(folder, examples=PROBE_EXAMPLES, batch_size=size.get("batch", BATCH))
+        probes.start(model, splits, find_layers(model, batch[0]), device, 0)
+        for epoch in range(1, size["steps"] // every + 1):
+            warmup = size["warmup"] if epoch == 1 else 0
+            steps = interleave(sides, batch, device, warmup, every)
+            sync(device)
+            start = time.perf_counter()
+            probes.after_epoch(epoch, model)
+            sync(device)
+            probe_times.append(time.perf_counter() - start)
+    off, on = steps["off"]["step_ms_median"], steps["on"]["step_ms_median"]
+    probe = 1e3 * statistics.median(probe_times)
+    return {
+        "step_ms_median_probes_off": off,
+        "step_ms_median_probes_on": on,
+        "probe_ms_median": round(probe, 3),
+        "probes_timed": len(probe_times),
+        "layers": len(probes.layers),
+        "examples": PROBE_EXAMPLES,
+        "probes_on_vs_off_step_ratio": round(on / off, 4),
+        "steps_per_epoch": CIFAR10_STEPS,
+        "probe_share_of_epoch": round(probe / (CIFAR10_STEPS * off), 6),
+        "probes_on_vs_off_epoch_ratio": round(
+            (CIFAR10_STEPS * on + probe) / (CIFAR10_STEPS * off), 4
+        ),
     }
 
 
@@ -313,7 +367,12 @@ def describe(device: torch.device) -> str:
 
 
 def run(
-    size_name: str, device: torch.device, data_dir: str | None, throughput_on: str = "all"
+    size_name: str,
+    device: torch.device,
+    data_dir: str | None,
+    *,
+    throughput_on: str = "all",
+    only: str = "all",
 ) -> dict[str, Any]:
     size = SIZES[size_name]
     batch = random_batch(device, size)
@@ -326,6 +385,9 @@ def run(
         "setup": {"batch": BATCH, "image": IMAGE, **size},  # a size may shrink both
         "goals": GOALS,
     }
+    report["probes"] = probe_cost(device, size)
+    if only == "probes":
+        return report
 
     resnet = lambda: ResNet18(CLASSES, 3, size.get("image", IMAGE), size["width"])  # noqa: E731
     sides, cbs_note = compare_regimes(resnet, batch, device, size, with_cbs=True)
@@ -365,21 +427,28 @@ def run(
     return report
 
 
+TABLE_KEYS = (
+    "lerac_vs_conventional_step_ratio",
+    "lerac_vs_conventional_step_ratio_many_layers",
+    "cbs_vs_conventional_step_ratio",
+    "device_loader_speedup",
+    "lerac_plain_step_vs_conventional_step_ratio",
+    "lerac_fused_update_vs_conventional_step_ratio",
+    "lerac_plain_step_vs_conventional_step_ratio_many_layers",
+    "lerac_fused_update_vs_conventional_step_ratio_many_layers",
+)
+PROBE_KEYS = (
+    "probes_on_vs_off_step_ratio",
+    "probes_on_vs_off_epoch_ratio",
+    "probe_share_of_epoch",
+    "probe_ms_median",
+)
+
+
 def print_table(report: dict[str, Any]) -> None:
-    rows = [
-        (key, report[key], GOALS.get(key, ""))
-        for key in (
-            "lerac_vs_conventional_step_ratio",
-            "lerac_vs_conventional_step_ratio_many_layers",
-            "cbs_vs_conventional_step_ratio",
-            "device_loader_speedup",
-            "lerac_plain_step_vs_conventional_step_ratio",
-            "lerac_fused_update_vs_conventional_step_ratio",
-            "lerac_plain_step_vs_conventional_step_ratio_many_layers",
-            "lerac_fused_update_vs_conventional_step_ratio_many_layers",
-        )
-    ]
-    for device, figures in report["throughput"].items():
+    rows = [(f"probes {key}", report["probes"][key], "") for key in PROBE_KEYS]
+    rows += [(key, report[key], GOALS.get(key, "")) for key in TABLE_KEYS if key in report]
+    for device, figures in report.get("throughput", {}).items():
         for precision, figure in figures.items():
             rows.append(
                 (
@@ -392,7 +461,7 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"benchmark ({report['size']}, {report['device']}, torch {report['torch']})")
     for name, value, goal in rows:
         print(f"{name:<{width}}  {str(value):<28} {goal}")
-    if report["cbs_vs_conventional_step_ratio"] is None:
+    if report.get("cbs_vs_conventional_step_ratio", 0) is None:
         print(f"cbs: {report['cbs_note']}")
 
 
@@ -403,6 +472,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (ratios, loader)")
     parser.add_argument("--data-dir", help="a folder holding cifar-10-batches-py (else synthetic)")
     parser.add_argument("--out", default="results/benchmark.json")
+    parser.add_argument("--only", choices=["all", "probes"], default="all", help="one part")
     parser.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: torch's choice)"
     )
@@ -420,7 +490,8 @@ def main() -> None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
-    report = run(args.size, device, args.data_dir, args.throughput_on)
+    report = run(args.size, device, args.data_dir, throughput_on=args.throughput_on, only=args.only)
+    report["command"] = " ".join(["python", "scripts/bench.py", *sys.argv[1:]])
     print_table(report)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

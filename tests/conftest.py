@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lerac.suite.compose import compose_config  # noqa: F401 - the tests' way to compose
 
@@ -20,6 +21,16 @@ TINY = [
     "model.table1.lerac_k=1",
     "logger=none",
 ]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny training runs: OpenMP threads spin waiting for
+    each other when the cores are shared, ~20x slower; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def write_pickle(path: Path, obj) -> None:

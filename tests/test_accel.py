@@ -320,6 +320,11 @@ def test_the_benchmark_runs_in_its_test_size(tmp_path, monkeypatch):
     assert report["cbs_vs_conventional_step_ratio"] == pytest.approx(
         median("resnet18", "cbs") / median("resnet18", "conventional"), abs=1e-4
     )
+    probes = report["probes"]  # probes on and off, interleaved, every layer probed
+    assert probes["probes_on_vs_off_step_ratio"] == pytest.approx(
+        probes["step_ms_median_probes_on"] / probes["step_ms_median_probes_off"], abs=1e-4
+    )
+    assert probes["layers"] == 41 and probes["probe_ms_median"] > 0
     assert report["densenet121"]["lerac_fused_update"]["param_groups"] > 200  # its layers
     assert report["resnet18"]["conventional"]["param_groups"] == 1
     # The loader speedup compares time per example of the fastest torchvision loader.

@@ -19,7 +19,7 @@ from lerac.suite.models.resnet import ResNet18
 from lerac.suite.validate import RULES, flatten
 from tests.conftest import compose_config
 
-GROUPS = ["model", "dataset", "regime", "optimizer", "schedule", "logger", "paths"]
+GROUPS = ["model", "dataset", "regime", "optimizer", "schedule", "analysis", "logger", "paths"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
 

@@ -15,8 +15,10 @@ regimes.Regime`), the schedule after it (reduce-on-plateau by default, paper 4.2
 behind one owner of the rates (:class:`~lerac.engine.rates.LearningRates`), the store (the run's
 files; :class:`~lerac.engine.store.NoStore`), the logger (W&B; ``NoLogger``), the checkpoint
 (resume; :class:`~lerac.engine.checkpoint.NoCheckpoint`), the stop signals (SIGTERM/SIGUSR1/
-SIGUSR2 end the run at the next step boundary; :class:`~lerac.engine.checkpoint.NoStop`) and
-the :class:`~lerac.engine.accel.Accelerator` (precision, layout, compile, fused update).
+SIGUSR2 end the run at the next step boundary; :class:`~lerac.engine.checkpoint.NoStop`),
+the probes (every layer's maps and weights at initialisation and after chosen epochs;
+:class:`~lerac.engine.probes.NoProbes`) and the :class:`~lerac.engine.accel.Accelerator`
+(precision, layout, compile, fused update).
 
 The epoch with the best validation accuracy is restored and its test accuracy reported;
 test data never influences a choice.
@@ -38,6 +40,7 @@ from tqdm.auto import tqdm
 from lerac.engine.accel import Accelerator
 from lerac.engine.batches import Splits, TensorLoader
 from lerac.engine.checkpoint import NoCheckpoint, NoStop, rng_state, set_rng_state
+from lerac.engine.probes import NoProbes
 from lerac.engine.rates import LearningRates
 from lerac.engine.regimes import Conventional, Regime
 from lerac.engine.schedules import ReduceOnPlateau, Schedule
@@ -221,6 +224,7 @@ class Trainer:
         logger: NoLogger | None = None,
         checkpoint: NoCheckpoint | None = None,
         stop: NoStop | None = None,
+        probes: NoProbes | None = None,
         seed: int = 0,
         desc: str = "train",
     ) -> None:
@@ -231,6 +235,7 @@ class Trainer:
         self.logger = logger or NoLogger()
         self.checkpoint = checkpoint or NoCheckpoint()
         self.stop = stop or NoStop()
+        self.probes = probes or NoProbes()
         self.device = resolve_device(settings.device)
         self.accel = Accelerator.from_settings(settings, self.device)
 
@@ -251,6 +256,7 @@ class Trainer:
                 self.end_epoch(run, epoch, train_loss, train_acc, started)
                 if run.progress.stopped:
                     break
+            self.probes.finish(run.model)
             return self.test(run)
 
     def setup(self, model: nn.Module, splits: Splits, make_optimizer: Callable) -> LiveRun:
@@ -287,6 +293,7 @@ class Trainer:
         loaders = dict(train_loader=train_loader, val_loader=val_loader, test_loader=test_loader)
         run = LiveRun(model, optimizer, layers, **loaders, progress=progress, rates=rates)
         run.resumed_from = self.resume(run)
+        self.probes.start(run.model, splits, layers, self.device, run.progress.epoch)
         self.store.start(
             layers,
             optimizer,
@@ -367,6 +374,7 @@ class Trainer:
         self.logger.log({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
         if run.rates.after_epoch(run.progress.step, val_loss):  # past the curriculum
             run.progress.count_stale(improved)
+        self.probes.after_epoch(epoch, run.model)
         self.checkpoint.save(self.snapshot(run))
 
     def test(self, run: LiveRun) -> FitResult:
@@ -389,7 +397,7 @@ class Trainer:
         )
 
     def snapshot(self, run: LiveRun) -> dict[str, Any]:
-        parts = run.parts(self.regime)
+        parts = run.parts(self.regime) | {"probes": self.probes}
         rng = {"rng": rng_state(self.device)}
         return {name: part.state_dict() for name, part in parts.items()} | rng
 
@@ -400,5 +408,6 @@ class Trainer:
             return 0
         for name, part in run.parts(self.regime).items():
             part.load_state_dict(state[name])
+        self.probes.load_state_dict(state.get("probes", {}))
         set_rng_state(state["rng"], self.device)
         return run.progress.epoch

@@ -87,6 +87,22 @@ def count_cifar(folder: Path, source: Mapping[str, Any]) -> tuple[dict[str, int]
     return counts, problems
 
 
+def count_idx(folder: Path, _: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
+    """Fashion-MNIST's IDX files: every file read whole (headers, lengths, labels)."""
+    from lerac.suite.data.fashion_mnist import FILES, find_file, read_split
+
+    if not any(find_file(folder, n) for names in FILES.values() for n in names):
+        raise Absent
+    counts, problems = {}, []
+    for split in FILES:
+        try:
+            counts[split] = len(read_split(folder, split)[1])
+        except LeRaCError as err:
+            counts[split] = 0
+            problems.append(str(err))
+    return counts, problems
+
+
 def count_tiny_imagenet(folder: Path, _: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
     from lerac.suite.data.images import list_images
     from lerac.suite.data.tiny_imagenet import read_val_annotations
@@ -247,6 +263,7 @@ def _nonempty(path: Path) -> bool:
 
 CHECKS: dict[str, Callable[[Path, Mapping[str, Any]], tuple[dict[str, int], list[str]]]] = {
     "cifar": count_cifar,
+    "idx": count_idx,
     "tiny_imagenet": count_tiny_imagenet,
     "esc50": count_esc50,
     "crema_d": count_crema_d,

@@ -46,6 +46,7 @@ from lerac.errors import ConfigError, LeRaCError, one_line
 from lerac.suite import archives
 from lerac.suite.datacheck import Report, check, table
 from lerac.suite.integrity import (
+    IntegrityError,
     check_manifest,
     digest,
     how_checked,
@@ -436,6 +437,30 @@ def unpack_and_place(
         return place(name, source, built, data_dir)
 
 
+def fetch_files(name: str, source: dict[str, Any], data_dir: Path, args: Any) -> Report:
+    """A data set released as separate files (``files``: url, checksum and size each): each
+    downloaded within the transfer limits and verified into a staging folder, which is put
+    in place once complete. Every file must pin its checksum (nothing else vouches for a
+    file that is not unpacked)."""
+    files = source["files"]
+    need_space(data_dir / STAGING, sum(f.get("size") or 0 for f in files))
+    with staging(data_dir, name) as folder:
+        folder.mkdir(parents=True)
+        for file in files:
+            url, file_name = archive_url(file, args.mirror)
+            if not file.get("checksum") or PurePosixPath(file_name).name != file_name:
+                raise IntegrityError(
+                    f"{name}: every file of a `files` source needs a checksum and a plain "
+                    f"name ({file_name!r}); fix its entry in the sources file"
+                )
+            print(f"{name}: downloading {url}", flush=True)
+            dest = download(url, folder / file_name, limits=transfer_limits(file, args),
+                            retries=args.retries, wait=args.retry_wait,
+                            progress=not args.quiet)  # fmt: skip
+            verify(dest, file["checksum"], file.get("size"))
+        return place(name, source, folder, data_dir)
+
+
 def fetch_hub_dataset(name: str, source: dict[str, Any], data_dir: Path, args: Any) -> Report:
     import datasets
 
@@ -578,6 +603,7 @@ def fetch_linked(name: str, source: dict[str, Any], data_dir: Path, args: Any) -
 
 FETCHERS: dict[str, Callable[[str, dict[str, Any], Path, Any], Report]] = {
     "archive": fetch_archive,
+    "files": fetch_files,
     "hub_dataset": fetch_hub_dataset,
     "hub_model": fetch_hub_model,
     "imagenet": fetch_linked,

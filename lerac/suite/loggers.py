@@ -4,7 +4,9 @@ Offline runs land in the run directory's wandb/ folder; ``wandb sync <folder>`` 
 them later; ``logger.mode=online`` uploads as the run goes. Each run is grouped by
 dataset_model_regime[_tag] (its seeds together) and named by its full key, with the
 resolved config (seed included), the per-epoch metrics, every layer's lr during the
-curriculum (the table ``lr_schedule`` and its chart) and the test accuracy in the summary.
+curriculum (the table ``lr_schedule`` and its chart), the test accuracy in the summary and,
+with analysis=probes, the probes (the table ``probes`` and the image ``probes_heatmaps``:
+layer x epoch update pace, relative distance to the final maps, entropy).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lerac.engine.loop import NoLogger
+from lerac.engine.probes import PROBES_CSV
 
 # At most this many (step, layer, lr) rows go to W&B per run: DenseNet-121 has ~240 layers
 # and a curriculum of thousands of steps; the full schedule stays in lr_schedule.csv.
@@ -42,6 +45,24 @@ def lr_schedule_rows(run_dir: str | Path, limit: int = MAX_LR_ROWS) -> list[list
         kept = {steps[round(i * stride)] for i in range(keep_steps)}
         rows = [r for r in rows if r[0] in kept]
     return rows
+
+
+def probe_table(run_dir: str | Path, limit: int = MAX_LR_ROWS) -> tuple[list[str], list[list]]:
+    """probes.csv's columns and its first ``limit`` rows, numbers as numbers (None where
+    empty); no rows without the file."""
+    file = Path(run_dir) / PROBES_CSV
+    if not file.is_file():
+        return [], []
+    with open(file, newline="") as f:
+        rows = list(csv.reader(f))
+
+    def cell(value: str) -> Any:
+        try:
+            return float(value) if value else None
+        except ValueError:
+            return value
+
+    return rows[0], [[cell(v) for v in row] for row in rows[1 : limit + 1]]
 
 
 class WandbLogger(NoLogger):
@@ -98,11 +119,24 @@ class WandbLogger(NoLogger):
             }
         )
 
+    def _log_probes(self) -> None:
+        import wandb
+
+        from lerac.suite.analysis_plots import plot_probe_heatmaps
+
+        columns, rows = probe_table(self.run_dir)
+        if not rows:
+            return
+        image = plot_probe_heatmaps(self.run_dir)
+        table = wandb.Table(columns=columns, data=rows, allow_mixed_types=True)
+        self.run.log({"probes": table, "probes_heatmaps": wandb.Image(str(image))})
+
     def finish(self, summary: dict[str, Any], failed: bool = False) -> None:
         if self.run is None:
             return
         try:
             self._log_lr_schedule()
+            self._log_probes()
             self.run.summary.update(summary)
         finally:  # every job of a multirun ends its run, whatever happened
             self.run.finish(exit_code=1 if failed else 0)

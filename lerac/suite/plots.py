@@ -4,7 +4,9 @@
     lerac-plots outputs/demo                               # a sweep
 
 A run gets lr_schedule.png (every layer's rate over the steps, coloured from input to
-output) and history.png; a sweep gets val_accuracy.png (mean ± std over seeds, per regime).
+output), history.png and, trained with analysis=probes, probes.png (layer x epoch heatmaps:
+lerac/suite/analysis_plots.py); a sweep gets val_accuracy.png (mean ± std over seeds, per
+regime).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lerac.engine.probes import PROBES_CSV  # noqa: E402
 from lerac.engine.store import HISTORY, LR_SCHEDULE, METRICS, find_runs, run_group  # noqa: E402
+from lerac.suite.analysis_plots import plot_probe_heatmaps  # noqa: E402
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -187,7 +191,8 @@ def experiment_figures(name: str, runs: list[dict], folder: Path) -> list[Path]:
     <name>_val_accuracy.png (every regime per epoch), <name>_figure2.png (the paper's
     Figure 2: validation accuracy against wall-clock time for conventional, CBS and
     LeRaC) and <name>_figure1.png (the paper's Figure 1: every layer's lr over the
-    curriculum, from the first LeRaC run)."""
+    curriculum, from the first LeRaC run) and, for runs trained with analysis=probes,
+    <name>_probes_<group>.png (the probes' heatmaps of each group's first seed)."""
     folder = Path(folder)
     made = [
         plot_cells(runs, folder / f"{name}_val_accuracy.png"),
@@ -202,6 +207,13 @@ def experiment_figures(name: str, runs: list[dict], folder: Path) -> list[Path]:
         made.append(
             plot_lr_schedule(Path(lerac[0]["run_dir"]), folder / f"{name}_figure1.png", True)
         )
+    first: dict[str, dict] = {}
+    for run in sorted(runs, key=lambda r: r.get("seed", 0)):
+        if (Path(run["run_dir"]) / PROBES_CSV).is_file():
+            group = run_group(run["dataset"], run["model"], run["regime"], run.get("tag", ""))
+            first.setdefault(group, run)
+    for group, run in sorted(first.items()):
+        made.append(plot_probe_heatmaps(run["run_dir"], folder / f"{name}_probes_{group}.png"))
     return [m for m in made if m is not None]
 
 
@@ -211,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = parser.parse_args(argv).path
     if (path / METRICS).is_file():
         outputs = [plot_lr_schedule(path), plot_history(path)]
+        if (path / PROBES_CSV).is_file():
+            outputs.append(plot_probe_heatmaps(path))
     elif path.is_dir() and find_runs(path):
         outputs = [plot_sweep(path)]
     else:

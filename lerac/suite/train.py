@@ -51,7 +51,7 @@ from lerac.errors import (
     first_line,
     one_line,
 )
-from lerac.suite.build import build, build_data, build_model
+from lerac.suite.build import build, build_data, build_model, named_parameters_of
 from lerac.suite.compose import register_resolvers
 from lerac.suite.config import CONF_DIR
 from lerac.suite.overrides import check_command_line
@@ -89,6 +89,8 @@ MOVED_MODULES = {
     "lerac.data.": "lerac.suite.data.",
     "lerac.models.": "lerac.suite.models.",
 }
+# Groups added after runs were saved: a saved config without one had its default.
+ADDED_GROUPS = {"analysis.id": "none", "analysis._target_": "lerac.engine.probes.NoProbes"}
 
 
 def moved_target(value: Any) -> Any:
@@ -106,6 +108,7 @@ def config_changes(saved: Path, cfg: DictConfig) -> list[str]:
         return []
     old = flatten(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
     old = {key: moved_target(value) for key, value in old.items()}
+    old = {**ADDED_GROUPS, **old}
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
     return sorted(
         key
@@ -200,6 +203,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = ()
                 logger=logger,
                 checkpoint=checkpoint,
                 stop=stop,
+                probes=build_probes(cfg, store),
                 seed=cfg.seed,
                 desc=key,
             )
@@ -222,6 +226,12 @@ def train(cfg: DictConfig, run_dir: str | Path, *, overrides: Sequence[str] = ()
         result.best_epoch,
     )
     return metrics
+
+
+def build_probes(cfg: DictConfig, store: RunStore) -> Any:
+    """The analysis group's probes (conf/analysis), writing into the run directory."""
+    target = cfg.analysis._target_
+    return build(cfg.analysis, **named_parameters_of(target, run_dir=str(store.dir)))
 
 
 def completed_run(cfg: DictConfig, run_dir: str | Path, key: str) -> dict[str, Any] | None:

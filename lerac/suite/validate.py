@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lerac.curriculum import UPDATES
+from lerac.engine.probes import PROBE_RULES
 from lerac.engine.settings import (
     TRAINER_RULES,
     Rule,
@@ -52,6 +53,10 @@ RULES = (
     Rule("dataset.*_fraction", float, open_unit, "a fraction in (0, 1)", "0.1"),
     Rule("dataset.split_seed", int, lambda v: 0 <= v < NUMPY_SEEDS, "from 0 to 2**32 - 1", "0"),
     *(Rule(f"model.{key}", int, positive, "a positive integer", "64") for key in MODEL_SIZES),
+    Rule(
+        "dataset.train_examples", int, positive, "a positive count or null", "20000", nullable=True
+    ),
+    *PROBE_RULES,
 )
 
 
