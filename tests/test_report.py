@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lerac.suite.grid import Run, enumerate_runs, load_experiment
+from lerac.suite.grid import GridRun, enumerate_runs, load_experiment
 from lerac.suite.report import (
     build_table,
     cell_tag,
@@ -114,7 +114,10 @@ def _write_run(root, dataset, model, regime, seed, acc, preds=None, tag="", stat
     if preds is not None:
         lines = ["index,target,prediction"] + [f"{i},0,{p}" for i, p in enumerate(preds)]
         (run_dir / "predictions.csv").write_text("\n".join(lines) + "\n")
-    return Run("main", [], key, "", seed, run_dir, status, 1, dataset, model, regime, tag)
+    return GridRun(
+        block="main", overrides=[], key=key, group="", seed=seed, run_dir=run_dir,
+        status=status, epochs=1, dataset=dataset, model=model, regime=regime, tag=tag,
+    )  # fmt: skip
 
 
 def test_cells_beside_the_paper_tolerate_broken_runs(tmp_path):
@@ -135,7 +138,19 @@ def test_cells_beside_the_paper_tolerate_broken_runs(tmp_path):
     (partial / "config.yaml").write_text("seed: 1\n")
     (partial / "history.csv").write_text("epoch\n1\n")
     runs.append(
-        Run("main", [], partial.name, "", 1, partial, "missing", 1, "cifar10", "resnet18", "cbs")
+        GridRun(
+            block="main",
+            overrides=[],
+            key=partial.name,
+            group="",
+            seed=1,
+            run_dir=partial,
+            status="missing",
+            epochs=1,
+            dataset="cifar10",
+            model="resnet18",
+            regime="cbs",
+        )  # fmt: skip
     )
     runs.append(corrupt)
 

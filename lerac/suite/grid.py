@@ -1,4 +1,4 @@
-"""Run a paper table (or any experiment) as a grid: list it, run what is missing, report.
+"""GridRun a paper table (or any experiment) as a grid: list it, run what is missing, report.
 
     lerac-grid table2            # run every missing run, then the report
     lerac-grid table2 --dry      # list the runs and a GPU-hours estimate
@@ -65,8 +65,8 @@ SMOKE = [
 ]
 
 
-@dataclass
-class Run:
+@dataclass(kw_only=True)
+class GridRun:
     """One run of a grid: its block, its overrides and where its results go."""
 
     block: str
@@ -183,19 +183,16 @@ def enumerate_runs(
     overrides: Sequence[str] = (),
     output_dir: Path | None = None,
     compose_each: bool = True,
-) -> list[Run]:
+) -> list[GridRun]:
     """Every run of the experiment (main block and blocks, duplicates once), with its
     status read from the output folder. Each cell's config is composed for its exact key
     and epochs; ``compose_each=False`` takes the ids from the option names (group ids are
     their file stems), which is fast and works before every model is on the checkout."""
-    runs: dict[str, Run] = {}
+    runs: dict[str, GridRun] = {}
     cache: dict[tuple, DictConfig | str] = {}
-    base_tag = str(experiment.cfg.get("tag", ""))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for block, params in experiment.blocks.items():
             for job in expand(params):
-                # Hydra escapes special characters in the values it expands (``$\{``).
-                items = {k: re.sub(r"\\(.)", r"\1", v) for k, v in (o.split("=", 1) for o in job)}
                 # Seeds never change a config's ids or epochs: compose once per cell.
                 cell = tuple(o for o in job if not o.startswith("seed="))
                 if cell not in cache and not compose_each:
@@ -205,38 +202,49 @@ def enumerate_runs(
                         cache[cell] = compose_cell(experiment.name, job, overrides)
                     except (HydraException, OmegaConfBaseException, ConfigError) as err:
                         cache[cell] = str(err).splitlines()[0]
-                cfg = cache[cell]
-                seed = int(items.get("seed", experiment.cfg.seed))
-                if isinstance(cfg, DictConfig):
-                    ids = (cfg.dataset.id, cfg.model.id, cfg.regime.id)
-                    tag, epochs, note = str(cfg.tag), int(cfg.trainer.max_epochs), ""
-                    root = output_dir or Path(cfg.paths.output_dir)
-                else:
-                    ids = tuple(
-                        items.get(g, experiment.cfg[g].id) for g in ("dataset", "model", "regime")
-                    )
-                    tag = _resolve_missing(items, items.get("tag", base_tag))
-                    epochs, note = None, cfg
-                    root = output_dir or experiment.output_dir
-                key = run_key(*ids, seed, tag)
-                if key in runs:
-                    continue
-                metrics = _read(root / key)
-                status = (metrics or {}).get("status", "missing")
-                runs[key] = Run(
-                    block,
-                    list(job),
-                    key,
-                    run_group(*ids, tag),
-                    seed,
-                    root / key,
-                    status if status in ("completed", "failed") else "missing",
-                    epochs,
-                    *ids,
-                    tag,
-                    note,
-                )
+                run = grid_run(experiment, block, job, cache[cell], output_dir)
+                runs.setdefault(run.key, run)
     return list(runs.values())
+
+
+def grid_run(
+    experiment: Experiment,
+    block: str,
+    job: Sequence[str],
+    cfg: DictConfig | str,
+    output_dir: Path | None,
+) -> GridRun:
+    """One job of a block as a run: its ids, epochs and folder from its cell's config, or
+    from the option names when the cell did not compose (``cfg`` then says why)."""
+    # Hydra escapes special characters in the values it expands (``$\{``).
+    items = {k: re.sub(r"\\(.)", r"\1", v) for k, v in (o.split("=", 1) for o in job)}
+    seed = int(items.get("seed", experiment.cfg.seed))
+    if isinstance(cfg, DictConfig):
+        ids = (cfg.dataset.id, cfg.model.id, cfg.regime.id)
+        tag, epochs, note = str(cfg.tag), int(cfg.trainer.max_epochs), ""
+        root = output_dir or Path(cfg.paths.output_dir)
+    else:
+        ids = tuple(items.get(g, experiment.cfg[g].id) for g in ("dataset", "model", "regime"))
+        tag = _resolve_missing(items, items.get("tag", str(experiment.cfg.get("tag", ""))))
+        epochs, note = None, cfg
+        root = output_dir or experiment.output_dir
+    key = run_key(*ids, seed, tag)
+    status = (_read(root / key) or {}).get("status", "missing")
+    return GridRun(
+        block=block,
+        overrides=list(job),
+        key=key,
+        group=run_group(*ids, tag),
+        seed=seed,
+        run_dir=root / key,
+        status=status if status in ("completed", "failed") else "missing",
+        epochs=epochs,
+        dataset=ids[0],
+        model=ids[1],
+        regime=ids[2],
+        tag=tag,
+        note=note,
+    )
 
 
 def _read(run_dir: Path) -> dict[str, Any] | None:
@@ -301,7 +309,7 @@ class CellCost:
 
 
 def cell_costs(
-    experiment: Experiment, runs: list[Run], overrides: Sequence[str] = ()
+    experiment: Experiment, runs: list[GridRun], overrides: Sequence[str] = ()
 ) -> dict[tuple[str, str], CellCost | str]:
     """The cost of each (dataset, model) cell of ``runs``, or why there is none."""
     from lerac.suite.data.facts import dataset_facts
@@ -324,7 +332,7 @@ def cell_costs(
 
 
 def estimate_hours(
-    runs: list[Run], costs: dict[tuple[str, str], CellCost | str], rate: float
+    runs: list[GridRun], costs: dict[tuple[str, str], CellCost | str], rate: float
 ) -> tuple[float | None, int]:
     """GPU-hours of the missing runs: max epochs x training examples x FLOPs per example
     over ``rate`` FLOP/s (an upper bound: early stopping ends runs sooner); and how many
@@ -341,7 +349,7 @@ def estimate_hours(
     return (seconds / 3600 if seconds or not unknown else None), unknown
 
 
-def needed_data(runs: list[Run], sources: dict[str, Any]) -> list[str]:
+def needed_data(runs: list[GridRun], sources: dict[str, Any]) -> list[str]:
     """The data sets and checkpoints (sources.yaml names) the runs read, in order."""
     names = (name for r in runs for name in (r.dataset, WEIGHTS.get(r.model)))
     return list(dict.fromkeys(name for name in names if name in sources))
@@ -367,7 +375,7 @@ def how_to_fetch(names: list[str], sources: dict[str, Any], make: bool = False) 
     return "; ".join(how + [sources[n]["how"] for n in names if manual(sources[n])])
 
 
-def data_lines(runs: list[Run], data_dir: Path) -> list[str]:
+def data_lines(runs: list[GridRun], data_dir: Path) -> list[str]:
     """Per block: which data sets and checkpoints are missing, and the command."""
     from lerac.suite.fetch import load_sources
 
@@ -382,7 +390,7 @@ def data_lines(runs: list[Run], data_dir: Path) -> list[str]:
     return lines
 
 
-def check_data(runs: list[Run], data_dir: Path) -> None:
+def check_data(runs: list[GridRun], data_dir: Path) -> None:
     """Before any run starts: every data set and checkpoint the runs read is complete
     under ``data_dir``, else one error naming what is missing and how to get it."""
     from lerac.suite.fetch import load_sources
@@ -397,7 +405,7 @@ def check_data(runs: list[Run], data_dir: Path) -> None:
         )
 
 
-def summary_line(runs: list[Run], hours: float | None, gpu: str = "", how: str = "") -> str:
+def summary_line(runs: list[GridRun], hours: float | None, gpu: str = "", how: str = "") -> str:
     done = sum(r.done for r in runs)
     estimate = f"~{hours:.1f}" if hours is not None else "~?"
     where = f" ({gpu}, {how})" if gpu else ""
@@ -409,7 +417,7 @@ def summary_line(runs: list[Run], hours: float | None, gpu: str = "", how: str =
 
 def plan(
     experiment: Experiment,
-    runs: list[Run],
+    runs: list[GridRun],
     overrides: Sequence[str] = (),
     gpu: str = "h100",
     utilisation: float = UTILISATION,
@@ -432,7 +440,7 @@ def plan(
     return "\n".join(lines)
 
 
-def submit(experiment: Experiment, runs: list[Run], overrides: Sequence[str]) -> int:
+def submit(experiment: Experiment, runs: list[GridRun], overrides: Sequence[str]) -> int:
     """Send exactly ``runs`` to the configured Hydra launcher (basic, joblib ``gpus``,
     submitit local or SLURM) as one multirun, completed runs left out; 1 if any failed.
 
@@ -495,7 +503,7 @@ def smoke(experiment: Experiment) -> Experiment:
     return experiment
 
 
-def resumed(runs: list[Run]) -> list[str]:
+def resumed(runs: list[GridRun]) -> list[str]:
     """``<key> resumed after epoch N`` for each run that continued from a checkpoint."""
     lines = []
     for run in runs:
@@ -529,7 +537,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def prepare(args: argparse.Namespace) -> tuple[Experiment, list[str], list[Run], list[str]]:
+def prepare(args: argparse.Namespace) -> tuple[Experiment, list[str], list[GridRun], list[str]]:
     """The experiment (SMOKE's settings added), the overrides, its runs, the chosen blocks."""
     overrides = list(args.overrides)
     experiment = load_experiment(args.experiment, overrides)
@@ -547,7 +555,7 @@ def prepare(args: argparse.Namespace) -> tuple[Experiment, list[str], list[Run],
 
 
 def ready_data(
-    args: argparse.Namespace, experiment: Experiment, todo: list[Run], overrides: list[str]
+    args: argparse.Namespace, experiment: Experiment, todo: list[GridRun], overrides: list[str]
 ) -> list[str]:
     """The data the runs read, before any starts: written synthetic (``--synthetic``, under
     ``<output_dir>/data``, the overrides pointing there) or checked complete."""

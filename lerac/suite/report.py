@@ -260,7 +260,7 @@ def build_table(
     mean ± std over completed seeds, the paper's, the difference, whether the regime beat
     ``reference`` in the paper and here, and the significance tests against it.
 
-    ``expected`` are the grid's runs (``lerac.suite.grid.Run``); ``found`` the metrics read
+    ``expected`` are the grid's runs (``lerac.suite.grid.GridRun``); ``found`` the metrics read
     from disk (``scan_runs``)."""
     cells = collect_cells(paper, expected, found)
     rows = []
