@@ -1,4 +1,4 @@
-"""GridRun a paper table (or any experiment) as a grid: list it, run what is missing, report.
+"""Run a paper table (or any experiment) as a grid: list it, run what is missing, report.
 
     lerac-grid table2            # run every missing run, then the report
     lerac-grid table2 --dry      # list the runs and a GPU-hours estimate
