@@ -55,7 +55,7 @@ def one_line(err: BaseException | str) -> str:
 
 @contextmanager
 def reading(path: str | Path) -> Iterator[None]:
-    """Name ``path`` when reading it fails: ``with reading(file): data = pickle.load(...)``."""
+    """Name ``path`` when reading it fails: ``with reading(file): batch = read_batch(file)``."""
     try:
         yield
     except LeRaCError:

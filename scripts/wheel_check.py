@@ -35,7 +35,7 @@ def core(readme: Path) -> None:
         "criterion": nn.CrossEntropyLoss(),
         "epochs": 8,
     }
-    exec(example, namespace)
+    exec(example, namespace)  # the checkout's own README, the snippet a user would paste
     assert namespace["scheduler"].finished, "the README's curriculum did not finish"
     loaded = [name for name in SUITE_PACKAGES if name in sys.modules]
     assert not loaded, f"the core library loaded {loaded}"

@@ -140,6 +140,11 @@ class Smoothed:
 
     smoothing: SmoothingCurriculum
 
+    def smooth(self, sigma: float, decay: float, decay_every: int, kernel_size: int | None):
+        """The smoothing schedule, its settings checked under the suite's config keys."""
+        check_smoothing(sigma, decay, decay_every, kernel_size, prefix="regime.")
+        self.smoothing = SmoothingCurriculum(sigma, decay, decay_every, kernel_size)
+
     def prepare(self, model: nn.Module) -> None:
         # Kernels exist before a checkpoint's model state (which holds them) is loaded.
         self.smoothing.apply(0, model)
@@ -173,8 +178,7 @@ class CurriculumBySmoothing(Smoothed, Regime):
         decay_every: int,
         kernel_size: int | None = DEFAULT_KERNEL_SIZE,
     ) -> None:
-        check_smoothing(sigma, decay, decay_every, kernel_size, prefix="regime.")
-        self.smoothing = SmoothingCurriculum(sigma, decay, decay_every, kernel_size)
+        self.smooth(sigma, decay, decay_every, kernel_size)
 
 
 class SmoothedLearningRateCurriculum(Smoothed, LearningRateCurriculum):
@@ -191,8 +195,7 @@ class SmoothedLearningRateCurriculum(Smoothed, LearningRateCurriculum):
         **lerac: Any,
     ) -> None:
         super().__init__(**lerac)
-        check_smoothing(sigma, decay, decay_every, kernel_size, prefix="regime.")
-        self.smoothing = SmoothingCurriculum(sigma, decay, decay_every, kernel_size)
+        self.smooth(sigma, decay, decay_every, kernel_size)
 
 
 class Warmup(LearningRateCurriculum):
