@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import pickle
 import platform
 import resource
 import statistics
@@ -56,6 +55,7 @@ from lerac.engine.regimes import Conventional, LearningRateCurriculum, Regime
 from lerac.layers import find_layers
 from lerac.suite.data.cifar import load_cifar
 from lerac.suite.models.resnet import ResNet18
+from lerac.suite.synthetic import write_cifar10
 
 # ResNet-18 width, DenseNet widths, timed and untimed steps per side, loader examples.
 SIZES: dict[str, dict[str, Any]] = {
@@ -274,25 +274,6 @@ def random_batch(device: torch.device, size: dict) -> tuple[torch.Tensor, torch.
     return images.to(device), labels.to(device)
 
 
-def write_cifar10(root: Path, examples: int) -> None:
-    """Random CIFAR-10 in the official pickle layout: 5 train batches and a test batch."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    per_batch = max(1, examples // 5)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        n = per_batch if name != "test_batch" else max(1, examples // 5)
-        batch = {
-            "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-            "labels": rng.integers(0, CLASSES, size=n).tolist(),
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(CLASSES)]}, f)
-
-
 def loader_speedup(
     root: Path, device: torch.device, workers: tuple[int, ...] = (0, 2), repeats: int = 3
 ) -> dict:
@@ -410,7 +391,8 @@ def run(
         root = Path(data_dir) if data_dir else None
         if root is None or not (root / "cifar-10-batches-py" / "test_batch").is_file():
             root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            write_cifar10(root, size["examples"])
+            n = max(1, size["examples"] // 5)  # per training batch, and the test batch
+            write_cifar10(root / "cifar-10-batches-py", np.random.default_rng(0), n, n)
             report["loader_data"] = f"synthetic CIFAR-10 files, {size['examples']} train examples"
         else:
             report["loader_data"] = f"CIFAR-10 files under {root}"

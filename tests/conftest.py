@@ -11,6 +11,9 @@ import torch
 
 from lerac.suite.compose import compose_config  # noqa: F401 - the tests' way to compose
 
+# The suite's writers of CIFAR in its real format (SMOKE=synthetic uses them too).
+from lerac.suite.synthetic import cifar_batch, write_cifar10, write_cifar100  # noqa: F401
+
 # Small enough for a CPU test run: a 4-channel ResNet-18, 2 epochs, curriculum of 1 epoch.
 TINY = [
     "model.width=4",
@@ -39,32 +42,11 @@ def write_pickle(path: Path, obj) -> None:
         pickle.dump(obj, f)
 
 
-def cifar_batch(rng, n: int, classes: int, label_key: str) -> dict:
-    # The official batches are dicts of a (n, 3072) uint8 array (R, G, B planes of a
-    # 32x32 image) and a list of int labels; keys are str once unpickled with latin1.
-    return {
-        "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-        label_key: rng.integers(0, classes, size=n).tolist(),
-        "batch_label": "synthetic",
-    }
-
-
-def write_cifar10(folder: Path, rng, per_batch: int, test: int) -> Path:
-    """CIFAR-10's cifar-10-batches-py: five training batches and the test batch."""
-    for i in range(1, 6):
-        write_pickle(folder / f"data_batch_{i}", cifar_batch(rng, per_batch, 10, "labels"))
-    write_pickle(folder / "test_batch", cifar_batch(rng, test, 10, "labels"))
-    return folder
-
-
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory) -> Path:
     """A data_dir holding CIFAR-10 (5 x 20 train, 30 test) and CIFAR-100 (100 train, 30 test)."""
     root = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
-    c10 = write_cifar10(root / "cifar-10-batches-py", rng, 20, 30)
-    write_pickle(c10 / "batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
-    c100 = root / "cifar-100-python"
-    write_pickle(c100 / "train", cifar_batch(rng, 100, 100, "fine_labels"))
-    write_pickle(c100 / "test", cifar_batch(rng, 30, 100, "fine_labels"))
+    write_cifar10(root / "cifar-10-batches-py", rng, 20, 30)
+    write_cifar100(root / "cifar-100-python", rng, 100, 30)
     return root

@@ -87,8 +87,10 @@ def test_temporaries_of_a_killed_writer_are_removed(tmp_path):
     save_torch(target, {"w": torch.ones(2)})
     (tmp_path / "checkpoint.pt.123-456.tmp").write_bytes(b"half")
     (tmp_path / "other.pt.1-1.tmp").write_bytes(b"not ours")
-    remove_temporaries(target)
+    remove_temporaries(tmp_path, of=target.name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "other.pt.1-1.tmp"]
+    remove_temporaries(tmp_path)  # every file's: a run folder under its lock
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
 
 def test_the_cache_key_follows_settings_and_files(tmp_path):

@@ -80,7 +80,7 @@ class Checkpoint(NoCheckpoint):
 
     def prune(self) -> None:
         self.path.unlink(missing_ok=True)
-        remove_temporaries(self.path)
+        remove_temporaries(self.path.parent, of=self.path.name)
 
 
 def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:

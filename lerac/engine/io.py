@@ -10,6 +10,7 @@ write their own temporary file, so the last rename wins with a whole file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ import torch
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the errnos of a full disk or an exceeded quota
 
 
 def temporary_name(path: Path) -> Path:
@@ -95,11 +97,13 @@ def load_torch(path: str | Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def remove_temporaries(path: str | Path) -> None:
-    """Delete what a killed writer of ``path`` left behind (its temporary files)."""
-    path = Path(path)
-    for leftover in path.parent.glob(f"{path.name}.*{TMP_SUFFIX}"):
-        leftover.unlink(missing_ok=True)
+def remove_temporaries(folder: str | Path, of: str = "*") -> None:
+    """Delete the temporary files in ``folder`` of the file named ``of`` (of every file by
+    default): what killed writers left behind. Only where no other process writes now
+    (under the run's lock); elsewhere :func:`remove_stale_temporaries`."""
+    for leftover in Path(folder).glob(f"{of}.*{TMP_SUFFIX}"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 # --- caches ------------------------------------------------------------------------------

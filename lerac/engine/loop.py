@@ -45,7 +45,7 @@ from lerac.engine.rates import LearningRates
 from lerac.engine.regimes import Conventional, Regime
 from lerac.engine.schedules import ReduceOnPlateau, Schedule
 from lerac.engine.settings import TrainerSettings
-from lerac.engine.store import NoStore, layer_rates
+from lerac.engine.store import NoStore, rates_of
 from lerac.errors import ConfigError, LeRaCError, RunInterrupted
 from lerac.layers import Layer, call_model, find_layers
 
@@ -288,7 +288,7 @@ class Trainer:
             max_epochs=s.max_epochs,
         )
         rates.before_step(0)
-        initial_lrs = layer_rates(layers, optimizer)  # step 0's, before a checkpoint moves them
+        initial_lrs = rates_of(layers, optimizer)  # step 0's, before a checkpoint moves them
         progress = Progress(s.early_stopping_patience)
         loaders = dict(train_loader=train_loader, val_loader=val_loader, test_loader=test_loader)
         run = LiveRun(model, optimizer, layers, **loaders, progress=progress, rates=rates)

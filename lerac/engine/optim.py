@@ -190,13 +190,9 @@ class _AdamaxKind(_AdamKind):
         return [[(group["lr"] / (1 - beta1**s)) * -1 for s in steps]]
 
     def hyper(self, group):
-        beta1, beta2 = group["betas"]
-        return {
-            "beta1": beta1,
-            "beta2": beta2,
-            "eps": group["eps"],
-            "weight_decay": group["weight_decay"],
-        }
+        hyper = super().hyper(group)
+        del hyper["decoupled_weight_decay"]  # Adamax has no decoupled decay
+        return hyper
 
 
 _KINDS: dict[type, _Kind] = {

@@ -121,8 +121,8 @@ def group_of_each_layer(layers: Iterable[Layer], optimizer: Optimizer) -> list[i
     return [group_of[id(layer.params[0])] for layer in layers]
 
 
-def layer_rates(layers: Iterable[Layer], optimizer: Optimizer) -> list[float]:
-    """Each layer's learning rate now."""
+def rates_of(layers: Iterable[Layer], optimizer: Optimizer) -> list[float]:
+    """The learning rate of each of ``layers`` now (the rate of the group training it)."""
     groups = optimizer.param_groups
     return [float(groups[g]["lr"]) for g in group_of_each_layer(layers, optimizer)]
 

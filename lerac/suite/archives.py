@@ -21,7 +21,6 @@ its siblings, python/cpython#135034): an archive with a link is refused outright
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import sys
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from lerac.engine.io import DISK_FULL
 from lerac.errors import LeRaCError
 
 FORMATS = {".tar.gz": "tar.gz", ".tgz": "tar.gz", ".tar": "tar", ".zip": "zip"}
@@ -41,7 +41,6 @@ FORMATS = {".tar.gz": "tar.gz", ".tgz": "tar.gz", ".tar": "tar", ".zip": "zip"}
 # CVE-2025-4517 and its siblings (python/cpython#135034); the filter is older (3.8.17+).
 FILTER_FIXED_IN = {(3, 9): 23, (3, 10): 18, (3, 11): 13, (3, 12): 11, (3, 13): 4, (3, 14): 0}
 CHUNK = 1 << 20
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def tar_filter_holds(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> bool:

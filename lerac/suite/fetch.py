@@ -42,6 +42,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lerac.engine.io import DISK_FULL
 from lerac.errors import ConfigError, LeRaCError, one_line
 from lerac.suite import archives
 from lerac.suite.datacheck import Report, check, table
@@ -58,7 +59,6 @@ SOURCES = Path(__file__).with_name("sources.yaml")
 STAGING = ".fetch"  # under the data folder: downloads and extractions in progress
 CHUNK = 1 << 20
 SPACE_FACTOR = 2.5  # free space wanted per archive byte: the archive and its extraction
-DISK_FULL = archives.DISK_FULL
 # Defaults of the limits (flags of the same names; docs/reliability.md).
 MAX_DOWNLOAD = "4G"  # a source without a listed size (one with a size gets exactly that)
 MAX_EXPAND = "20G"

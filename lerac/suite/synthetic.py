@@ -27,24 +27,37 @@ MARK = ".synthetic"  # in each folder written here: never mistaken for a fetched
 WORDS = "the a cat dog sat ran on under red blue big small house river tree is was not".split()
 
 
-def cifar_batches(folder: Path, rng, files: dict[str, int], label_key: str, classes: int):
-    for name, count in files.items():
-        batch = {
-            "data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
-            label_key: rng.integers(0, classes, size=count).tolist(),
-            "batch_label": "synthetic",
-        }
+def cifar_batch(rng, n: int, classes: int, label_key: str) -> dict:
+    """One batch in the official layout: an (n, 3072) uint8 array (the R, G, B planes of a
+    32x32 image) and a list of int labels."""
+    return {
+        "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+        label_key: rng.integers(0, classes, size=n).tolist(),
+        "batch_label": "synthetic",
+    }
+
+
+def write_batches(folder: Path, batches: dict[str, dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, batch in batches.items():
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
+    return folder
 
 
-def write_cifar10(folder: Path, rng) -> None:
-    files = {f"data_batch_{i}": 20 for i in range(1, 6)} | {"test_batch": 20}
-    cifar_batches(folder, rng, files, "labels", 10)
+def write_cifar10(folder: Path, rng, per_batch: int = 20, test: int = 20) -> Path:
+    """cifar-10-batches-py: five training batches, the test batch and the class names."""
+    batches = {f"data_batch_{i}": cifar_batch(rng, per_batch, 10, "labels") for i in range(1, 6)}
+    batches["test_batch"] = cifar_batch(rng, test, 10, "labels")
+    batches["batches.meta"] = {"label_names": [f"class{i}" for i in range(10)]}
+    return write_batches(folder, batches)
 
 
-def write_cifar100(folder: Path, rng) -> None:
-    cifar_batches(folder, rng, {"train": 200, "test": 50}, "fine_labels", 100)
+def write_cifar100(folder: Path, rng, train: int = 200, test: int = 50) -> Path:
+    """cifar-100-python: the train and test files (fine labels)."""
+    sizes = {"train": train, "test": test}
+    batches = {split: cifar_batch(rng, n, 100, "fine_labels") for split, n in sizes.items()}
+    return write_batches(folder, batches)
 
 
 def jpeg(path: Path, rng, size: int = 32) -> None:

@@ -13,7 +13,6 @@ and exits 2, an interruption exits 3.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
@@ -31,9 +30,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lerac.engine.checkpoint import Checkpoint, StopSignals
-from lerac.engine.io import TMP_SUFFIX
+from lerac.engine.io import DISK_FULL, remove_temporaries
 from lerac.engine.loop import FitResult, NoLogger, Trainer
-from lerac.engine.settings import TrainerSettings, flatten
+from lerac.engine.settings import TrainerSettings
 from lerac.engine.store import (
     CONFIG,
     ERROR_LOG,
@@ -54,67 +53,16 @@ from lerac.errors import (
 from lerac.suite.build import build, build_data, build_model, named_parameters_of
 from lerac.suite.compose import register_resolvers
 from lerac.suite.config import CONF_DIR
+from lerac.suite.identity import config_changes
 from lerac.suite.overrides import check_command_line
 from lerac.suite.protocol import ResolvedProtocol, resolve_protocol
 from lerac.suite.validate import validate
-
-# Settings that do not change what a run computes.
-BOOKKEEPING = (
-    "overwrite",
-    "trainer.progress",
-    "trainer.keep_checkpoint",
-    "logger",
-    "paths",
-    "hydra",
-    "grid",  # an experiment's grid blocks: a run shared by two tables is the same run
-    "dataset.facts",  # what the data set is (for estimates), not how it is read
-)
 
 # A launcher's job process imports this module to run a job (module docstring of config).
 register_resolvers()
 log = logging.getLogger("lerac")
 EXIT_USER_ERROR = 2  # a config or data problem the user can fix (one `error:` line)
 EXIT_INTERRUPTED = 3  # SIGTERM/SIGUSR1/SIGUSR2: checkpointed, the same command resumes
-
-
-# Where the classes a run's config names moved (the first match wins): a config.yaml saved
-# before names the old module, and is the same run.
-MOVED_MODULES = {
-    "lerac.released.MultiStep": "lerac.engine.schedules.MultiStep",
-    "lerac.engine.released.MultiStep": "lerac.engine.schedules.MultiStep",
-    "lerac.regimes.": "lerac.engine.regimes.",
-    "lerac.released.": "lerac.engine.released.",
-    "lerac.schedules.": "lerac.engine.schedules.",
-    "lerac.protocol.": "lerac.suite.protocol.",
-    "lerac.data.": "lerac.suite.data.",
-    "lerac.models.": "lerac.suite.models.",
-}
-# Groups added after runs were saved: a saved config without one had its default.
-ADDED_GROUPS = {"analysis.id": "none", "analysis._target_": "lerac.engine.probes.NoProbes"}
-
-
-def moved_target(value: Any) -> Any:
-    """A saved ``_target_`` under its module's present name."""
-    if isinstance(value, str):
-        for old, new in MOVED_MODULES.items():
-            if value.startswith(old):
-                return new + value[len(old) :]
-    return value
-
-
-def config_changes(saved: Path, cfg: DictConfig) -> list[str]:
-    """Settings that differ between a run's saved config and ``cfg`` (bookkeeping aside)."""
-    if not saved.is_file():
-        return []
-    old = flatten(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
-    old = {key: moved_target(value) for key, value in old.items()}
-    old = {**ADDED_GROUPS, **old}
-    new = flatten(OmegaConf.to_container(cfg, resolve=True))
-    return sorted(
-        key
-        for key in old.keys() | new.keys()
-        if old.get(key) != new.get(key) and not key.startswith(BOOKKEEPING)
-    )
 
 
 def seed_everything(seed: int) -> None:
@@ -255,7 +203,7 @@ def open_run(cfg: DictConfig, store: RunStore) -> Checkpoint:
     """The run's checkpoint, after refusing one made with other settings; the config the
     run trains with is written beside it."""
     checkpoint = Checkpoint(store.dir)
-    remove_leftovers(store.dir)
+    remove_temporaries(store.dir)  # a killed process's; the run's lock is held
     if cfg.overwrite:
         checkpoint.prune()
     elif checkpoint.exists() and (changed := config_changes(store.dir / CONFIG, cfg)):
@@ -327,7 +275,6 @@ def completed_metrics(result: FitResult, splits: Any) -> dict[str, Any]:
 
 
 _failed_runs: list[str] = []
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def disk_full(err: OSError, run_dir: str | Path) -> str:
@@ -346,14 +293,6 @@ def inside_output_dir(cfg: DictConfig, run_dir: str | Path) -> None:
             f"the run's folder {run_dir} lies outside paths.output_dir={cfg.paths.output_dir}; "
             "choose where runs go with paths.output_dir, not hydra.run.dir or hydra.sweep.dir"
         )
-
-
-def remove_leftovers(run_dir: Path) -> None:
-    """Temporary files a killed process left in the run's folder (its lock is held, so no
-    other process writes there now)."""
-    for leftover in run_dir.glob(f"*{TMP_SUFFIX}"):
-        if leftover.is_file():
-            leftover.unlink(missing_ok=True)
 
 
 def job(cfg: DictConfig) -> None:
